@@ -1,0 +1,57 @@
+"""The ``provtel`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _latest(directory: Path) -> Path:
+    docs = sorted(directory.glob("*/prov.json"), key=lambda p: p.stat().st_mtime)
+    if not docs:
+        raise SystemExit(f"provtel: no */prov.json under {directory}")
+    return docs[-1]
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from provtel.exporter.prov.validate import validate_file
+
+    paths = [Path(p) for p in args.files]
+    if args.latest:
+        paths.append(_latest(Path(args.latest)))
+    if not paths:
+        print("provtel validate: give FILE... or --latest DIR", file=sys.stderr)
+        return 2
+    status = 0
+    for path in paths:
+        problems = validate_file(path, round_trips=not args.quick)
+        if problems:
+            status = 1
+            print(f"{path}: INVALID")
+            for problem in problems:
+                print(f"  - {problem}")
+        else:
+            print(f"{path}: valid")
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``provtel``."""
+    parser = argparse.ArgumentParser(prog="provtel", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    validate = sub.add_parser("validate", help="check PROV-JSON documents (schema, prov, lint)")
+    validate.add_argument("files", nargs="*", help="PROV-JSON files")
+    validate.add_argument("--latest", metavar="DIR", help="also the newest DIR/*/prov.json")
+    validate.add_argument(
+        "--quick",
+        action="store_true",
+        help="schema, parse and lint only; skip the format round trips",
+    )
+    validate.set_defaults(func=_cmd_validate)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

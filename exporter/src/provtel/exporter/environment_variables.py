@@ -1,0 +1,29 @@
+"""Environment variables read by provtel-exporter.
+
+``opentelemetry-instrument`` turns each into a command-line flag: ``OTEL_PYTHON_PROVTEL_OUTPUT_DIR``
+becomes ``--provtel_output_dir``.
+"""
+
+OTEL_PYTHON_PROVTEL_OUTPUT_DIR = "OTEL_PYTHON_PROVTEL_OUTPUT_DIR"
+"""
+.. envvar:: OTEL_PYTHON_PROVTEL_OUTPUT_DIR
+
+Directory that receives one folder per run, ``<dir>/<run>/prov.json``. Default: ``./prov``.
+"""
+
+OTEL_PYTHON_PROVTEL_FORMATS = "OTEL_PYTHON_PROVTEL_FORMATS"
+"""
+.. envvar:: OTEL_PYTHON_PROVTEL_FORMATS
+
+Comma-separated serialisations to write: ``json`` (always written), ``provn``, ``xml``,
+``turtle``, ``trig``, ``jsonld``. The extra ones are produced with the ``prov`` package at
+shutdown; ``xml`` needs ``provtel-exporter[xml]``, ``turtle``/``trig`` need ``provtel-exporter[rdf]``.
+Default: ``json``.
+"""
+
+OTEL_PYTHON_PROVTEL_RUN_NAME = "OTEL_PYTHON_PROVTEL_RUN_NAME"
+"""
+.. envvar:: OTEL_PYTHON_PROVTEL_RUN_NAME
+
+Prefix of the run folder name. Default: the script's file name without extension.
+"""

@@ -1,0 +1,232 @@
+"""The PROV span and metric exporters for the OpenTelemetry SDK.
+
+Both exporters of a process share one run (a :class:`RunSession`): spans and metric points are
+journaled as they arrive, and the document is written when the last of them shuts down (the SDK
+shuts the span exporter down last at exit). Errors never reach the application: the first one is
+logged as one clear line and the session stops writing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.sdk.metrics import (
+    Counter,
+    Histogram,
+    ObservableCounter,
+    ObservableGauge,
+    ObservableUpDownCounter,
+    UpDownCounter,
+)
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+)
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from provtel.exporter.environment_variables import (
+    OTEL_PYTHON_PROVTEL_FORMATS,
+    OTEL_PYTHON_PROVTEL_OUTPUT_DIR,
+    OTEL_PYTHON_PROVTEL_RUN_NAME,
+)
+from provtel.exporter.prov.formats import parse_formats, write_formats
+from provtel.exporter.prov.records import metric_points, span_record
+from provtel.exporter.prov.store import RunStore, create_run_dir
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OUTPUT_DIR = "prov"
+
+
+def default_run_name() -> str:
+    """The script's file name without extension (``python`` for ``-c`` or a REPL)."""
+    name = os.environ.get(OTEL_PYTHON_PROVTEL_RUN_NAME)
+    if name:
+        return name
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    stem = Path(argv0).stem if argv0 not in ("-c", "-m", "-") else ""
+    return stem or "python"
+
+
+class RunSession:
+    """One run's output shared by the exporters of a process."""
+
+    def __init__(self, output_dir: Path, formats: tuple[str, ...], run_name: str) -> None:
+        self.output_dir = output_dir
+        self.formats = formats
+        self.run_name = run_name
+        self.document: Path | None = None
+        self._lock = threading.Lock()
+        self._store: RunStore | None = None
+        self._users = 0
+        self._failed = False
+        self._pid = os.getpid()
+
+    def _fail(self, what: str, exc: BaseException) -> None:
+        if not self._failed:
+            self._failed = True
+            logger.error(
+                "provtel: %s: %s; no further provenance is recorded for this run "
+                "(the run continues)",
+                what,
+                exc,
+            )
+
+    def _get_store(self) -> RunStore | None:
+        if self._store is None and not self._failed:
+            try:
+                self._store = RunStore(create_run_dir(self.output_dir, self.run_name), self.formats)
+            except OSError as exc:
+                self._fail(f"cannot write PROV output under {self.output_dir}", exc)
+        return self._store
+
+    def _usable(self) -> bool:
+        # A forked child (DataLoader worker) inherits the session but must not touch the
+        # parent's files; it records nothing of its own.
+        return os.getpid() == self._pid and not self._failed
+
+    def acquire(self) -> None:
+        with self._lock:
+            self._users += 1
+
+    def add(self, method: str, records: Any) -> bool:
+        """Hand records to the store; False when they could not be kept."""
+        with self._lock:
+            if not self._usable() or self.document is not None:
+                return False
+            store = self._get_store()
+            if store is None:
+                return False
+            try:
+                getattr(store, method)(records)
+                return True
+            except Exception as exc:  # disk full, permissions changed: never raise into the SDK
+                self._fail(f"cannot write to {store.dir}", exc)
+                return False
+
+    def release(self) -> None:
+        """Drop one user; the last one writes the document."""
+        with self._lock:
+            self._users -= 1
+            if self._users > 0 or not self._usable() or self._store is None:
+                return
+            if self.document is not None:
+                return
+            try:
+                self.document = self._store.finalize()
+                write_formats(self.document, self.formats)
+                logger.info("provtel: provenance written to %s", self.document)
+            except Exception as exc:
+                self._fail(f"cannot write the PROV document in {self._store.dir}", exc)
+
+
+_sessions: dict[tuple[Path, tuple[str, ...], str], RunSession] = {}
+_sessions_lock = threading.Lock()
+
+
+def get_session(
+    output_dir: str | os.PathLike[str] | None = None, formats: Sequence[str] | None = None
+) -> RunSession:
+    """The process's session for an output directory (created on first use)."""
+    directory = Path(
+        output_dir or os.environ.get(OTEL_PYTHON_PROVTEL_OUTPUT_DIR) or DEFAULT_OUTPUT_DIR
+    ).absolute()
+    fmts = tuple(formats) if formats else parse_formats(os.environ.get(OTEL_PYTHON_PROVTEL_FORMATS))
+    key = (directory, fmts, default_run_name())
+    with _sessions_lock:
+        session = _sessions.get(key)
+        if session is None or session.document is not None or session._pid != os.getpid():
+            session = _sessions[key] = RunSession(*key)
+        return session
+
+
+class ProvSpanExporter(SpanExporter):
+    """Journal finished spans; write the PROV document at shutdown.
+
+    Configured from the environment (``OTEL_PYTHON_PROVTEL_OUTPUT_DIR``,
+    ``OTEL_PYTHON_PROVTEL_FORMATS``, ``OTEL_PYTHON_PROVTEL_RUN_NAME``) or the arguments.
+    """
+
+    def __init__(
+        self, output_dir: str | os.PathLike[str] | None = None, formats: Sequence[str] | None = None
+    ) -> None:
+        self.session = get_session(output_dir, formats)
+        self.session.acquire()
+        self._shut = False
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._shut:
+            return SpanExportResult.FAILURE
+        try:
+            records = [span_record(s) for s in spans]
+        except Exception as exc:  # a span the SDK accepted but we cannot read
+            logger.exception("provtel: cannot convert spans: %s", exc)
+            return SpanExportResult.FAILURE
+        ok = self.session.add("add_spans", records)
+        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        if not self._shut:
+            self._shut = True
+            self.session.release()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+
+_CUMULATIVE = {
+    cls: AggregationTemporality.CUMULATIVE
+    for cls in (
+        Counter,
+        UpDownCounter,
+        Histogram,
+        ObservableCounter,
+        ObservableUpDownCounter,
+        ObservableGauge,
+    )
+}
+
+
+class ProvMetricExporter(MetricExporter):
+    """Append metric data points to series files beside the run's PROV document.
+
+    Temporality is cumulative for every instrument, so energy counters keep their running
+    totals and differences are computed where needed.
+    """
+
+    def __init__(
+        self, output_dir: str | os.PathLike[str] | None = None, formats: Sequence[str] | None = None
+    ) -> None:
+        super().__init__(preferred_temporality=_CUMULATIVE)
+        self.session = get_session(output_dir, formats)
+        self.session.acquire()
+        self._shut = False
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        if self._shut:
+            return MetricExportResult.FAILURE
+        try:
+            points = list(metric_points(metrics_data))
+        except Exception as exc:
+            logger.exception("provtel: cannot convert metrics: %s", exc)
+            return MetricExportResult.FAILURE
+        ok = self.session.add("add_metric_points", points)
+        return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        if not self._shut:
+            self._shut = True
+            self.session.release()

@@ -1,0 +1,501 @@
+"""The OpenTelemetry -> W3C PROV mapping (ProvML vocabulary). It exists once, here.
+
+``docs/prov-mapping.md`` describes it for users. In short: a span is a ``prov:Activity``, a child
+``wasInformedBy`` its parent, a resource is a ``prov:SoftwareAgent`` acting for the OS user,
+hyperparameters, datasets, checkpoints and metrics are ``provml:*`` entities.
+
+The mapping runs in two places:
+
+* at ingest, :func:`step_series` takes the per-step arrays off a step-block span (they go to
+  series files, never into PROV, where arrays are sets);
+* at finalisation, :class:`DocumentBuilder` turns journaled records into PROV records, streaming
+  activities straight to the writer and keeping only small indexes (datasets, hyperparameters,
+  checkpoints, roots) in memory.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from provtel.exporter.prov.series import Series
+from provtel.exporter.prov.values import iso_time, literal, local_name
+from provtel.exporter.prov.writer import ProvJsonWriter
+from provtel.semconv import activities as act
+from provtel.semconv import attributes as sc
+
+NAMESPACE = "https://provtel.org/ns/"
+PREFIXES_BASE = {
+    "provtel": NAMESPACE + "provtel#",
+    "otel": NAMESPACE + "otel#",
+    "provml": NAMESPACE + "provml#",
+    # yProv4ML's prefix name and base IRI, with the separator its own documents lack.
+    "yprov": "https://github.com/HPCI-Lab/yProv4ML#",
+    "dcterms": "http://purl.org/dc/terms/",
+}
+
+_ACTIVITY_TYPES = {
+    act.RUN: "provtel:Run",
+    act.EPOCH: "provtel:Epoch",
+    act.EVALUATION: "provtel:Evaluation",
+    act.STEP_BLOCK: "provtel:StepBlock",
+    act.CHECKPOINT: "provtel:Checkpoint",
+}
+_STEP_PREFIX = "ml.step."
+_HPARAM_PREFIX = "ml.hparam."
+_DATASET_KEYS = (
+    sc.ML_DATASET_NAME,
+    sc.ML_DATASET_CLASS,
+    sc.ML_DATASET_PATH,
+    sc.ML_DATASET_SIZE,
+    sc.ML_DATASET_DIGEST,
+)
+
+
+def prefixes(run_id: str) -> dict[str, str]:
+    """Namespaces of a run's document; ``run:`` holds the run's own identifiers."""
+    return {"run": f"{NAMESPACE}run/{local_name(run_id)}/", **PREFIXES_BASE}
+
+
+def _qname(value: str) -> dict[str, str]:
+    return {"$": value, "type": "xsd:QName"}
+
+
+def _otel_attrs(attributes: dict[str, Any], skip: Iterable[str] = ()) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    skipped = set(skip)
+    for key, value in attributes.items():
+        if key in skipped or key.startswith(_HPARAM_PREFIX):
+            continue
+        name = "otel:" + local_name(key)
+        while name in out:  # two keys that differ only in unsafe characters
+            name += "_"
+        out[name] = literal(value)
+    return out
+
+
+# -- ingest: per-step arrays -> series rows ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StepSeries:
+    """Rows for one series taken off one step-block span."""
+
+    label: str
+    context: str
+    unit: str
+    rows: list[tuple[Any, ...]]
+
+
+def context_of(attributes: dict[str, Any], default: str = "run") -> str:
+    """The ``yprov:context`` of an activity or series."""
+    value = attributes.get(sc.ML_CONTEXT)
+    return str(value) if value else default
+
+
+def step_series(record: dict[str, Any]) -> list[StepSeries]:
+    """Remove the per-step arrays from a span record and return them as series rows.
+
+    Rows follow :data:`~provtel.exporter.prov.series.STEP_COLUMNS`:
+    ``step, epoch, value, timestep (ms), time_unix_nano``.
+    """
+    attrs = record["attributes"]
+    names = [
+        k for k, v in attrs.items() if k.startswith(_STEP_PREFIX) and isinstance(v, (list, tuple))
+    ]
+    if not names:
+        return []
+    from provtel.semconv import ATTRIBUTES
+
+    first = attrs.get(sc.ML_STEP_FIRST, 0)
+    first = first if isinstance(first, int) else 0
+    epoch = attrs.get(sc.ML_EPOCH)
+    starts = attrs.pop(sc.ML_STEP_START, None)
+    starts = starts if isinstance(starts, (list, tuple)) else []
+    context = context_of(attrs, "training")
+    out = []
+    for name in names:
+        if name == sc.ML_STEP_START:
+            continue
+        values = attrs.pop(name)
+        rows = []
+        for i, value in enumerate(values):
+            t = starts[i] if i < len(starts) and isinstance(starts[i], int) else None
+            rows.append((first + i, epoch, value, None if t is None else t // 1_000_000, t))
+        spec = ATTRIBUTES.get(name)
+        out.append(StepSeries(name[len(_STEP_PREFIX) :], context, spec.unit if spec else "", rows))
+    return out
+
+
+# -- finalisation: records -> PROV ------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Checkpoint:
+    identifier: str
+    generated_at: int | None
+    path: str | None
+    digest: str | None
+
+
+class DocumentBuilder:
+    """Turn journaled records into PROV records on a :class:`ProvJsonWriter`."""
+
+    def __init__(self, writer: ProvJsonWriter) -> None:
+        self.w = writer
+        self._agents: dict[str, str] = {}  # resource id -> agent id
+        self._persons: set[str] = set()
+        self._declared: set[str] = set()
+        self._parents: dict[str, int] = {}  # referenced parent activity -> first child start
+        self._roots: dict[str, list[tuple[str, str | None, int]]] = {}  # trace -> (act, rid, end)
+        self._hparams: dict[tuple[str, str], str] = {}  # (name, repr) -> entity id
+        self._hparam_values: dict[str, tuple[str, Any]] = {}
+        self._plans: dict[str, dict[str, Any]] = {}  # trace -> plan attributes
+        self._datasets: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
+        self._checkpoints: list[_Checkpoint] = []
+        self._previous_checkpoint: dict[str, _Checkpoint] = {}  # trace -> latest
+        self._models: dict[str, str] = {}  # trace -> model entity id
+        self._model_attrs: dict[str, dict[str, Any]] = {}
+        self._specializations: list[tuple[str, str]] = []  # (checkpoint, trace)
+
+    # resources -> agents
+    def add_resource(self, rid: str, attributes: dict[str, Any]) -> None:
+        """Declare the software agent of a resource (and the person it acts for)."""
+        agent = "run:" + local_name(f"agent_{rid}")
+        self._agents[rid] = agent
+        name = attributes.get("service.name", "unknown_service")
+        version = attributes.get("service.version")
+        label = f"{name} {version}" if version else str(name)
+        self.w.element(
+            "agent",
+            agent,
+            {
+                "prov:type": _qname("prov:SoftwareAgent"),
+                "prov:label": literal(label),
+                **_otel_attrs(attributes),
+            },
+        )
+        owner = attributes.get("process.owner")
+        if owner:
+            person = "run:" + local_name(f"person_{owner!s}")
+            if person not in self._persons:
+                self._persons.add(person)
+                self.w.element(
+                    "agent",
+                    person,
+                    {"prov:type": _qname("prov:Person"), "prov:label": literal(str(owner))},
+                )
+            self.w.relation("actedOnBehalfOf", {"prov:delegate": agent, "prov:responsible": person})
+
+    # spans -> activities
+    def add_span(self, rec: dict[str, Any], rid: str | None) -> None:
+        """Map one span record (step arrays already removed) to PROV records."""
+        activity = "run:" + local_name(f"span_{rec['span_id']}")
+        if activity in self._declared:
+            return  # a duplicate delivery of the same span
+        self._declared.add(activity)
+        attrs: dict[str, Any] = rec.get("attributes") or {}
+        start, end = int(rec["start"]), int(rec.get("end") or rec["start"])
+        kind = attrs.get(sc.ML_ACTIVITY)
+        record: dict[str, Any] = {
+            "prov:startTime": iso_time(start),
+            "prov:endTime": iso_time(end),
+            "prov:label": literal(rec.get("name") or "span"),
+        }
+        if kind in _ACTIVITY_TYPES:
+            record["prov:type"] = _ACTIVITY_TYPES[kind]
+        if sc.ML_CONTEXT in attrs:
+            record["yprov:context"] = literal(str(attrs[sc.ML_CONTEXT]))
+        record.update(
+            {
+                "otel:trace_id": rec["trace_id"],
+                "otel:span_id": rec["span_id"],
+                "otel:kind": rec.get("kind") or "INTERNAL",
+                "otel:status_code": rec.get("status") or "UNSET",
+                "otel:start_time_unix_nano": start,
+                "otel:end_time_unix_nano": end,
+            }
+        )
+        parent = rec.get("parent_span_id")
+        if parent:
+            record["otel:parent_span_id"] = parent
+        if rec.get("status_description"):
+            record["otel:status_description"] = literal(rec["status_description"])
+        scope = rec.get("scope") or {}
+        if scope.get("name"):
+            record["otel:scope.name"] = literal(scope["name"])
+        if scope.get("version"):
+            record["otel:scope.version"] = literal(scope["version"])
+        record.update(_otel_attrs(attrs))
+        events = rec.get("events") or []
+        for event in events:
+            if event.get("name") == "exception":
+                for key in (sc.EXCEPTION_TYPE, sc.EXCEPTION_MESSAGE):
+                    if key in event.get("attributes", {}):
+                        record.setdefault(f"otel:{key}", literal(event["attributes"][key]))
+        if events:
+            record["otel:events"] = literal(events)
+        if rec.get("links"):
+            record["otel:links"] = literal(rec["links"])
+        self.w.element("activity", activity, record)
+
+        trace = rec["trace_id"]
+        if parent:
+            informant = "run:" + local_name(f"span_{parent}")
+            self.w.relation(
+                "wasInformedBy", {"prov:informed": activity, "prov:informant": informant}
+            )
+            self._parents[informant] = min(start, self._parents.get(informant, start))
+        if not parent or rec.get("parent_is_remote"):
+            self._roots.setdefault(trace, []).append((activity, rid, end))
+        self._add_hyperparameters(activity, trace, attrs, start, is_root=not parent)
+        self._add_dataset(activity, attrs, start)
+        if attrs.get(sc.ML_MODEL_CLASS) or attrs.get(sc.ML_MODEL_NAME):
+            self._model_attrs.setdefault(trace, {}).update(
+                {k: v for k, v in attrs.items() if k.startswith("ml.model.")}
+            )
+        if kind == act.CHECKPOINT:
+            self._add_checkpoint(activity, trace, attrs, start, end)
+
+    def _add_hyperparameters(
+        self, activity: str, trace: str, attrs: dict[str, Any], start: int, is_root: bool
+    ) -> None:
+        for key, value in attrs.items():
+            if not key.startswith(_HPARAM_PREFIX):
+                continue
+            name = key[len(_HPARAM_PREFIX) :]
+            identity = (name, repr(value))
+            entity = self._hparams.get(identity)
+            if entity is None:
+                entity = "run:" + local_name(f"hparam_{name}")
+                n = 1
+                while entity in self._hparam_values:
+                    n += 1
+                    entity = "run:" + local_name(f"hparam_{name}_{n}")
+                self._hparams[identity] = entity
+                self._hparam_values[entity] = (name, value)
+            self.w.relation(
+                "used",
+                {"prov:activity": activity, "prov:entity": entity, "prov:time": iso_time(start)},
+            )
+            if is_root:
+                self._plans.setdefault(trace, {})["provml:" + local_name(name)] = literal(value)
+
+    def _add_dataset(self, activity: str, attrs: dict[str, Any], start: int) -> None:
+        if not any(k in attrs for k in _DATASET_KEYS):
+            return
+        identity = tuple(repr(attrs.get(k)) for k in _DATASET_KEYS)
+        known = self._datasets.get(identity)
+        if known is None:
+            label = str(
+                attrs.get(sc.ML_DATASET_NAME) or attrs.get(sc.ML_DATASET_CLASS) or "dataset"
+            )
+            entity = "run:" + local_name(f"dataset_{label}")
+            n = 1
+            while any(entity == e for e, _ in self._datasets.values()):
+                n += 1
+                entity = "run:" + local_name(f"dataset_{label}_{n}")
+            record: dict[str, Any] = {"prov:type": "provml:Dataset", "prov:label": literal(label)}
+            if attrs.get(sc.ML_DATASET_PATH):
+                record["dcterms:identifier"] = literal(str(attrs[sc.ML_DATASET_PATH]))
+            record.update(
+                _otel_attrs(
+                    {k: attrs[k] for k in attrs if k.startswith(("ml.dataset.", "ml.dataloader."))}
+                )
+            )
+            known = self._datasets[identity] = (entity, record)
+        self.w.relation(
+            "used",
+            {"prov:activity": activity, "prov:entity": known[0], "prov:time": iso_time(start)},
+        )
+
+    def _add_checkpoint(
+        self, activity: str, trace: str, attrs: dict[str, Any], start: int, end: int
+    ) -> None:
+        path = attrs.get(sc.FILE_PATH)
+        digest = attrs.get(sc.ML_CHECKPOINT_DIGEST)
+        operation = attrs.get(sc.ML_CHECKPOINT_OPERATION, "save")
+        previous = self._previous_checkpoint.get(trace)
+        if operation == "load":
+            found = next(
+                (
+                    c
+                    for c in reversed(self._checkpoints)
+                    if (digest and c.digest == digest) or (path and c.path == path)
+                ),
+                None,
+            )
+            if found is None:
+                found = self._new_checkpoint(attrs, path, digest, None)
+            self.w.relation(
+                "used",
+                {
+                    "prov:activity": activity,
+                    "prov:entity": found.identifier,
+                    "prov:time": iso_time(start),
+                },
+            )
+            self._previous_checkpoint[trace] = found
+            self._specializations.append((found.identifier, trace))
+            return
+        checkpoint = self._new_checkpoint(attrs, path, digest, end)
+        self.w.relation(
+            "wasGeneratedBy",
+            {
+                "prov:entity": checkpoint.identifier,
+                "prov:activity": activity,
+                "prov:time": iso_time(end),
+            },
+        )
+        # Derivation ordering is strict: only derive from a checkpoint generated earlier.
+        if previous is not None and (
+            previous.generated_at is None or previous.generated_at // 1000 < end // 1000
+        ):
+            self.w.relation(
+                "wasDerivedFrom",
+                {
+                    "prov:generatedEntity": checkpoint.identifier,
+                    "prov:usedEntity": previous.identifier,
+                    "prov:type": _qname("prov:Revision"),
+                },
+            )
+        self._previous_checkpoint[trace] = checkpoint
+        self._specializations.append((checkpoint.identifier, trace))
+
+    def _new_checkpoint(
+        self, attrs: dict[str, Any], path: Any, digest: Any, generated_at: int | None
+    ) -> _Checkpoint:
+        n = len(self._checkpoints) + 1
+        identifier = f"run:checkpoint_{n}"
+        label = posixpath.basename(str(path)) if path else "in-memory checkpoint"
+        record: dict[str, Any] = {"prov:type": "provml:Model", "prov:label": literal(label)}
+        if path:
+            record["dcterms:identifier"] = literal(str(path))
+        record.update(
+            _otel_attrs({k: attrs[k] for k in attrs if k.startswith(("ml.checkpoint.", "file."))})
+        )
+        self.w.element("entity", identifier, record)
+        checkpoint = _Checkpoint(
+            identifier, generated_at, str(path) if path else None, str(digest) if digest else None
+        )
+        self._checkpoints.append(checkpoint)
+        return checkpoint
+
+    # metric series -> entities
+    def finish(self, series: Iterable[Series]) -> None:
+        """Write what needed the whole trace: agents' associations, entities, placeholders."""
+        for activity, start in self._parents.items():
+            if activity not in self._declared:
+                # A parent that never arrived (remote, or still running when the process died).
+                self.w.element(
+                    "activity",
+                    activity,
+                    {
+                        "prov:label": "span not recorded",
+                        "prov:startTime": iso_time(start),
+                        "provtel:placeholder": True,
+                    },
+                )
+                self._declared.add(activity)
+        plan_of: dict[str, str] = {}
+        for trace, attrs in self._plans.items():
+            plan = "run:" + local_name(f"plan_{trace}")
+            plan_of[trace] = plan
+            self.w.element(
+                "entity",
+                plan,
+                {"prov:type": _qname("prov:Plan"), "prov:label": "hyperparameters", **attrs},
+            )
+        for trace, roots in self._roots.items():
+            for activity, rid, _end in roots:
+                if rid in self._agents:
+                    relation = {"prov:activity": activity, "prov:agent": self._agents[rid]}
+                    if trace in plan_of:
+                        relation["prov:plan"] = plan_of[trace]
+                    self.w.relation("wasAssociatedWith", relation)
+        for entity, (name, value) in self._hparam_values.items():
+            self.w.element(
+                "entity",
+                entity,
+                {
+                    "prov:type": "provml:HyperParameter",
+                    "prov:label": literal(name),
+                    "prov:value": literal(value),
+                },
+            )
+        for entity, record in self._datasets.values():
+            self.w.element("entity", entity, record)
+        for trace, attrs in self._model_attrs.items():
+            model = "run:" + local_name(f"model_{trace}")
+            self._models[trace] = model
+            label = attrs.get(sc.ML_MODEL_NAME) or attrs.get(sc.ML_MODEL_CLASS)
+            self.w.element(
+                "entity",
+                model,
+                {
+                    "prov:type": "provml:Model",
+                    "prov:label": literal(str(label)),
+                    **_otel_attrs(attrs),
+                },
+            )
+        for checkpoint, trace in dict.fromkeys(self._specializations):
+            if trace in self._models:
+                self.w.relation(
+                    "specializationOf",
+                    {"prov:specificEntity": checkpoint, "prov:generalEntity": self._models[trace]},
+                )
+        self._write_metrics(series)
+
+    def _write_metrics(self, series: Iterable[Series]) -> None:
+        only_root = None
+        all_roots = [r for roots in self._roots.values() for r in roots]
+        if len(all_roots) == 1:
+            only_root = all_roots[0]
+        used_ids: set[str] = set()
+        for s in series:
+            base = "run:" + local_name(f"metric_{s.label}")
+            if s.context:
+                base += "_" + local_name(s.context)
+            entity, n = base, 1
+            while entity in used_ids:
+                n += 1
+                entity = f"{base}_{n}"
+            used_ids.add(entity)
+            stats = s.stats
+            record: dict[str, Any] = {
+                "prov:type": "provml:Metric",
+                "prov:label": literal(s.label),
+                "yprov:source": literal(s.source),
+                "dcterms:identifier": literal(s.relpath),
+                "otel:unit": literal(s.unit),
+                "provtel:count": stats.count,
+            }
+            if s.context:
+                record["yprov:context"] = literal(s.context)
+            if s.description:
+                record["otel:description"] = literal(s.description)
+            if s.attributes:
+                record["otel:attributes"] = literal(s.attributes)
+            for key, value in (
+                ("first", stats.first),
+                ("last", stats.last),
+                ("min", stats.minimum),
+                ("max", stats.maximum),
+            ):
+                if value is not None:
+                    record[f"provtel:{key}"] = literal(value)
+            self.w.element("entity", entity, record)
+            roots = self._roots.get(s.trace_id or "") or ([only_root] if only_root else [])
+            if roots:
+                activity, _rid, end = roots[-1]
+                self.w.relation(
+                    "wasGeneratedBy",
+                    {"prov:entity": entity, "prov:activity": activity, "prov:time": iso_time(end)},
+                )
+            if s.resource in self._agents:
+                self.w.relation(
+                    "wasAttributedTo",
+                    {"prov:entity": entity, "prov:agent": self._agents[s.resource]},
+                )

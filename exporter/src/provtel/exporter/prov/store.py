@@ -1,0 +1,232 @@
+"""A run on disk: its folder, its journal, its metric series, and its finalisation.
+
+Everything that arrives is appended to ``journal.jsonl`` (one JSON object per line) and the
+per-step arrays and metric points go straight to series files, so memory stays flat however long
+the run. :meth:`RunStore.finalize` streams the journal through the mapping into ``prov.json``. A
+process killed before that leaves the journal and series behind; :func:`recover` turns them into
+a document later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, Any
+
+from provtel.exporter.prov.mapping import DocumentBuilder, context_of, prefixes, step_series
+from provtel.exporter.prov.series import HISTOGRAM_COLUMNS, POINT_COLUMNS, STEP_COLUMNS, Series
+from provtel.exporter.prov.values import local_name
+from provtel.exporter.prov.writer import ProvJsonWriter
+
+logger = logging.getLogger(__name__)
+
+JOURNAL = "journal.jsonl"
+DOCUMENT = "prov.json"
+METRICS_DIR = "metrics"
+_FSYNC_INTERVAL_S = 1.0
+
+
+def create_run_dir(root: Path, name: str) -> Path:
+    """Create a new, uniquely named run folder under ``root``.
+
+    ``mkdir`` is atomic, so two processes racing for the same name cannot both get it; no
+    directory listing is involved.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    base = f"{local_name(name, 60)}-{stamp}-{os.getpid()}"
+    for n in range(1, 10_000):
+        candidate = root / (base if n == 1 else f"{base}-{n}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(f"no free run folder name under {root} for {base}")
+
+
+def _dumps(obj: Any) -> str:
+    # stdlib json keeps NaN/Infinity (orjson would write null), and journals are small.
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+class RunStore:
+    """The on-disk state of one run; not thread-safe (callers serialise)."""
+
+    def __init__(self, run_dir: Path, formats: Iterable[str] = ("json",)) -> None:
+        self.dir = run_dir
+        self.formats = tuple(formats)
+        self._series: dict[str, Series] = {}
+        self._resources: set[str] = set()
+        (run_dir / METRICS_DIR).mkdir(exist_ok=True)
+        self._journal: IO[str] | None = open(  # noqa: SIM115 closed in finalize()
+            run_dir / JOURNAL, "a", encoding="utf-8"
+        )
+        self._last_sync = time.monotonic()
+
+    @property
+    def run_id(self) -> str:
+        """The run's identifier: its folder name."""
+        return self.dir.name
+
+    # ingest
+    def _write(self, lines: list[str]) -> None:
+        assert self._journal is not None, "run already finalised"
+        self._journal.write("\n".join(lines) + "\n")
+        self._journal.flush()  # a killed process keeps what the OS has
+        now = time.monotonic()
+        if now - self._last_sync >= _FSYNC_INTERVAL_S:  # a power cut keeps what was synced
+            os.fsync(self._journal.fileno())
+            self._last_sync = now
+
+    def _resource(self, attributes: dict[str, Any], lines: list[str]) -> str:
+        rid = hashlib.sha1(_dumps(sorted(attributes.items())).encode()).hexdigest()[:12]
+        if rid not in self._resources:
+            self._resources.add(rid)
+            lines.append(_dumps({"t": "resource", "id": rid, "attributes": attributes}))
+        return rid
+
+    def _get_series(self, key: str, lines: list[str], **spec: Any) -> Series:
+        series = self._series.get(key)
+        if series is None:
+            stem = local_name(spec["label"], 80)
+            if spec.get("context"):
+                stem += "_" + local_name(spec["context"], 40)
+            relpath, n = f"{METRICS_DIR}/{stem}.csv", 1
+            taken = {s.relpath for s in self._series.values()}
+            while relpath in taken:
+                n += 1
+                relpath = f"{METRICS_DIR}/{stem}_{n}.csv"
+            series = Series(key=key, relpath=relpath, **spec)
+            self._series[key] = series
+            lines.append(_dumps({"t": "series", **_series_spec(series)}))
+        return series
+
+    def add_spans(self, records: Iterable[dict[str, Any]]) -> None:
+        """Journal span records; their step arrays go to series files."""
+        lines: list[str] = []
+        for rec in records:
+            rid = self._resource(rec.pop("resource", None) or {}, lines)
+            for part in step_series(rec):
+                key = f"step|{part.label}|{part.context}|{rec['trace_id']}"
+                series = self._get_series(
+                    key,
+                    lines,
+                    label=part.label,
+                    context=part.context,
+                    unit=part.unit,
+                    source=(rec.get("scope") or {}).get("name") or "provtel",
+                    columns=STEP_COLUMNS,
+                    trace_id=rec["trace_id"],
+                    resource=rid,
+                )
+                series.append(self.dir, part.rows)
+            rec["resource"] = rid
+            lines.append(_dumps({"t": "span", **rec}))
+        if lines:
+            self._write(lines)
+
+    def add_metric_points(self, points: Iterable[dict[str, Any]]) -> None:
+        """Append metric data points to their series files."""
+        lines: list[str] = []
+        batches: dict[str, tuple[Series, list[tuple[Any, ...]]]] = {}
+        for p in points:
+            rid = self._resource(p["resource"], lines)
+            attrs = p["attributes"]
+            key = "metric|" + _dumps([p["name"], rid, sorted(attrs.items())])
+            histogram = p["type"] in ("histogram", "exponentialhistogram")
+            if key not in self._series:
+                label = p["name"]
+                extra = [str(v) for k, v in sorted(attrs.items()) if k != "ml.context"]
+                if extra:
+                    label += "_" + "_".join(extra)
+                self._get_series(
+                    key,
+                    lines,
+                    label=label,
+                    context=context_of(attrs, "") or None,
+                    source=(p.get("scope") or {}).get("name") or "otel",
+                    unit=p["unit"],
+                    description=p["description"],
+                    attributes=attrs,
+                    resource=rid,
+                    columns=HISTOGRAM_COLUMNS if histogram else POINT_COLUMNS,
+                )
+            series = self._series[key]
+            start, t = p.get("start"), p["time"]
+            ms = t // 1_000_000 if t is not None else None
+            if histogram:
+                count, total = p["count"], p["sum"]
+                mean = total / count if count else None
+                row: tuple[Any, ...] = (t, start, count, total, p["min"], p["max"], mean, ms)
+            else:
+                row = (t, start, p["value"], ms)
+            batches.setdefault(key, (series, []))[1].append(row)
+        for series, rows in batches.values():
+            series.append(self.dir, rows)
+        if lines:
+            self._write(lines)
+
+    # finalisation
+    def finalize(self) -> Path:
+        """Write ``prov.json`` (and the other requested formats) from the journal."""
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        path = build_document(self.dir, list(self._series.values()))
+        (self.dir / JOURNAL).unlink(missing_ok=True)
+        return path
+
+
+def _series_spec(series: Series) -> dict[str, Any]:
+    return {
+        "key": series.key,
+        "label": series.label,
+        "context": series.context,
+        "source": series.source,
+        "unit": series.unit,
+        "relpath": series.relpath,
+        "columns": list(series.columns),
+        "description": series.description,
+        "attributes": series.attributes,
+        "trace_id": series.trace_id,
+        "resource": series.resource,
+    }
+
+
+def build_document(run_dir: Path, series: list[Series] | None = None) -> Path:
+    """Stream ``run_dir``'s journal through the mapping into ``prov.json``.
+
+    With ``series`` None (recovery), the series are read back from the journal and their
+    summaries rebuilt from the files.
+    """
+    writer = ProvJsonWriter(run_dir / DOCUMENT, prefixes(run_dir.name))
+    try:
+        builder = DocumentBuilder(writer)
+        recovered: list[Series] = []
+        with open(run_dir / JOURNAL, encoding="utf-8") as journal:
+            for line in journal:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    logger.warning("provtel: skipping a torn journal line in %s", run_dir)
+                    continue
+                kind = rec.pop("t", None)
+                if kind == "span":
+                    builder.add_span(rec, rec.get("resource"))
+                elif kind == "resource":
+                    builder.add_resource(rec["id"], rec["attributes"])
+                elif kind == "series" and series is None:
+                    s = Series(**{**rec, "columns": tuple(rec["columns"])})
+                    s.rescan(run_dir)
+                    recovered.append(s)
+        builder.finish(series if series is not None else recovered)
+        return writer.close()
+    except BaseException:
+        writer.abort()
+        raise

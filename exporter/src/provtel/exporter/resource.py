@@ -1,0 +1,29 @@
+"""provtel's resource detector: what identifies the process of a training run."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+
+from opentelemetry.sdk.resources import Resource, ResourceDetector
+from provtel.exporter.prov.exporter import default_run_name
+from provtel.semconv import attributes as sc
+
+
+class ProvtelResourceDetector(ResourceDetector):
+    """Command line, OS user and script; ``service.name`` defaults to the script name."""
+
+    def detect(self) -> Resource:
+        attributes: dict[str, object] = {
+            "service.name": default_run_name(),
+            "process.command_args": list(sys.argv) if sys.argv else [sys.executable],
+            "process.pid": os.getpid(),
+        }
+        if sys.argv and sys.argv[0] and sys.argv[0] not in ("-c", "-m", "-"):
+            attributes[sc.ML_RUN_SCRIPT] = os.path.abspath(sys.argv[0])
+        try:
+            attributes["process.owner"] = getpass.getuser()
+        except (KeyError, OSError):  # no passwd entry (containers with arbitrary uids)
+            pass
+        return Resource(attributes)  # type: ignore[arg-type]
