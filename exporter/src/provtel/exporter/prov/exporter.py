@@ -182,7 +182,7 @@ class ProvSpanExporter(SpanExporter):
         return True
 
 
-_CUMULATIVE = {
+_CUMULATIVE: dict[type, AggregationTemporality] = {
     cls: AggregationTemporality.CUMULATIVE
     for cls in (
         Counter,

@@ -42,6 +42,8 @@ def write_formats(json_path: Path, formats: tuple[str, ...]) -> list[Path]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         document = prov.read(str(json_path), format="json")
+        if document is None:
+            raise ValueError(f"prov could not read {json_path}")
         written = []
         for name in extra:
             fmt, kwargs, suffix = FORMATS[name]

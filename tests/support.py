@@ -1,0 +1,43 @@
+"""Test support: running scripts the way a user does, and finding what they left."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+INSTRUMENT = BIN / "opentelemetry-instrument"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment of a user who configured nothing: no OTEL_* variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.pop("PYTHONPATH", None)
+    env.update(extra)
+    return env
+
+
+def run_instrumented(
+    script: Path | str,
+    *args: str,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``opentelemetry-instrument python script args...`` as a user would."""
+    return subprocess.run(
+        [str(INSTRUMENT), sys.executable, str(script), *args],
+        cwd=cwd,
+        env=dict(env) if env is not None else clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def run_documents(output_dir: Path) -> list[Path]:
+    """The ``prov.json`` of every run folder under ``output_dir``."""
+    return sorted(output_dir.glob("*/prov.json"))
