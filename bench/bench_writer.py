@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -109,9 +108,15 @@ def _writer_workload(n: int, path: Path) -> dict[str, float]:
         )
         w.relation(
             "used",
-            {"prov:activity": activity, "prov:entity": previous_entity, "prov:time": iso_time(start)},
+            {
+                "prov:activity": activity,
+                "prov:entity": previous_entity,
+                "prov:time": iso_time(start),
+            },
         )
-        w.relation("wasInformedBy", {"prov:informed": activity, "prov:informant": previous_activity})
+        w.relation(
+            "wasInformedBy", {"prov:informed": activity, "prov:informant": previous_activity}
+        )
         previous_entity, previous_activity = entity, activity
     w.close()
     return {"seconds": time.perf_counter() - t}
@@ -172,6 +177,7 @@ def _compare(first: Path, second: Path) -> dict[str, Any]:
 
     a = prov.read(str(first), format="json")
     b = prov.read(str(second), format="json")
+    assert a is not None and b is not None
     records_a, records_b = set(a.get_records()), set(b.get_records())
     return {
         "equal": a == b,
@@ -234,8 +240,10 @@ def _measure(mode: str, n: int, repeat: int, workdir: Path) -> dict[str, Any]:
     for r in range(repeat):
         path = workdir / f"{mode}-{n}.json"
         result = _spawn(mode, str(n), str(path))
-        _log(f"{mode} {_label(n)} run {r + 1}/{repeat}: {result['seconds']:.3f} s, "
-             f"peak RSS {_mib(result['maxrss_kib']):.1f} MiB")
+        _log(
+            f"{mode} {_label(n)} run {r + 1}/{repeat}: {result['seconds']:.3f} s, "
+            f"peak RSS {_mib(result['maxrss_kib']):.1f} MiB"
+        )
         runs.append(result)
         if n != 10_000:  # the 10k files are kept for the equivalence check
             path.unlink(missing_ok=True)
@@ -258,7 +266,9 @@ def _fmt_rate(rate: float) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="run prov only up to 100k records")
-    parser.add_argument("--sizes", default="10k,100k,1M", help="record counts (default: %(default)s)")
+    parser.add_argument(
+        "--sizes", default="10k,100k,1M", help="record counts (default: %(default)s)"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs per (mode, N); median time")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -303,7 +313,7 @@ def main() -> int:
         "attribute dict as the exporter does (`iso_time`, `literal`) and streams it through "
         "`ProvJsonWriter` (timed up to `close()`); **prov** builds a `ProvDocument` and "
         "`serialize()`s it to a file. Each (mode, N) runs in a fresh subprocess; "
-        f"time = median of {args.repeat} runs (prov at 1M: 1 run); \"extra\" = the subprocess's "
+        f'time = median of {args.repeat} run(s) (prov at 1M: 1 run); "extra" = the subprocess\'s '
         "peak RSS (`ru_maxrss`) minus that of a subprocess importing the same modules "
         f"(writer {_mib(baseline['writer']):.1f} MiB, prov {_mib(baseline['prov']):.1f} MiB). "
         "Ratios are prov / writer.",
@@ -359,7 +369,7 @@ def main() -> int:
         lines.append("Equivalence: not checked (10k not among the sizes).")
     elif equivalence["equal"]:
         lines.append(
-            f"Equivalence at 10k: both files read with `prov.read(..., format=\"json\")` compare "
+            f'Equivalence at 10k: both files read with `prov.read(..., format="json")` compare '
             f"equal ({equivalence['records'][0]} records each; blank relation ids `_:g1` vs "
             f"`_:id1` and times `Z` vs `+00:00` differ only in spelling)."
         )

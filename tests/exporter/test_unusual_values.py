@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-
 from provtel.exporter.prov import ProvSpanExporter
 from provtel.exporter.prov.store import RunStore, create_run_dir
 from provtel.exporter.prov.validate import assert_valid, validate_file
@@ -64,14 +63,32 @@ def test_nested_arrays_and_maps_from_the_wire(tmp_path: Path) -> None:
     """OTLP can carry values the SDK cannot (nested arrays, maps, huge ints)."""
     run_dir = create_run_dir(tmp_path, "wire ✓")
     store = RunStore(run_dir)
-    store.add_spans([{
-        "trace_id": "ab" * 16, "span_id": "cd" * 8, "parent_span_id": None, "name": "n",
-        "kind": "SERVER", "start": 1, "end": 2, "status": "ERROR", "status_description": "ü",
-        "attributes": {"nested": [[1, [2]], {"k": [math.nan]}], "map": {"a": {"b": None}},
-                       "big": 2**80, "ml.step.loss": [[1.0]], "ml.step.first": "x"},
-        "events": [], "links": [], "scope": None,
-        "resource": {"service.name": ["not", "a", "string"], "process.owner": "ü s/er"},
-    }])
+    store.add_spans(
+        [
+            {
+                "trace_id": "ab" * 16,
+                "span_id": "cd" * 8,
+                "parent_span_id": None,
+                "name": "n",
+                "kind": "SERVER",
+                "start": 1,
+                "end": 2,
+                "status": "ERROR",
+                "status_description": "ü",
+                "attributes": {
+                    "nested": [[1, [2]], {"k": [math.nan]}],
+                    "map": {"a": {"b": None}},
+                    "big": 2**80,
+                    "ml.step.loss": [[1.0]],
+                    "ml.step.first": "x",
+                },
+                "events": [],
+                "links": [],
+                "scope": None,
+                "resource": {"service.name": ["not", "a", "string"], "process.owner": "ü s/er"},
+            }
+        ]
+    )
     document = store.finalize()
     doc = assert_valid(document)
     (activity,) = doc["activity"].values()
@@ -80,20 +97,29 @@ def test_nested_arrays_and_maps_from_the_wire(tmp_path: Path) -> None:
 
 _keys = st.text(min_size=0, max_size=30)
 _scalars = st.one_of(
-    st.text(max_size=50), st.booleans(), st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.text(max_size=50),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
     st.floats(allow_nan=True, allow_infinity=True),
 )
-_values = st.one_of(_scalars, st.lists(st.text(max_size=5), max_size=4),
-                    st.lists(st.floats(), max_size=4))
+_values = st.one_of(
+    _scalars, st.lists(st.text(max_size=5), max_size=4), st.lists(st.floats(), max_size=4)
+)
 
 
-@settings(max_examples=30, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(attributes=st.dictionaries(_keys, _values, max_size=8),
-       resource=st.dictionaries(_keys, _scalars, max_size=4),
-       name=st.text(max_size=40))
-def test_any_attributes_give_a_valid_document(tmp_path_factory: Any, attributes: dict[str, Any],
-                                              resource: dict[str, Any], name: str) -> None:
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    attributes=st.dictionaries(_keys, _values, max_size=8),
+    resource=st.dictionaries(_keys, _scalars, max_size=4),
+    name=st.text(max_size=40),
+)
+def test_any_attributes_give_a_valid_document(
+    tmp_path_factory: Any, attributes: dict[str, Any], resource: dict[str, Any], name: str
+) -> None:
     out = tmp_path_factory.mktemp("fuzz")
     provider, _ = _provider(out, resource)
     tracer = provider.get_tracer("fuzz")

@@ -7,16 +7,18 @@ import http.server
 import json
 import threading
 from pathlib import Path
+from typing import ClassVar
 
 from provtel.exporter.prov.validate import assert_valid
 
 from tests.support import clean_env, run_documents, run_instrumented
 
-SCRIPT = '''
+SCRIPT = """
 import json, os, sys
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 
 tracer = trace.get_tracer("user.train")
+steps = metrics.get_meter("user.train").create_counter("ml.steps", unit="{step}")
 spans = []
 losses = [0.9, 0.5, 0.25, 0.125]
 with tracer.start_as_current_span("train", attributes={
@@ -35,6 +37,7 @@ with tracer.start_as_current_span("train", attributes={
                     "ml.step.loss": losses[2 * epoch: 2 * epoch + 2],
                     "ml.step.start_time": [1795576776000000000 + i for i in range(2)]}) as blk:
                 spans.append(blk)
+                steps.add(2, {"ml.context": "training"})
             with tracer.start_as_current_span("save", attributes={
                     "ml.activity": "checkpoint", "ml.checkpoint.operation": "save",
                     "file.path": f"ckpt_{epoch}.pt", "file.size": 100}) as ck:
@@ -45,7 +48,7 @@ with tracer.start_as_current_span("train", attributes={
             spans.append(ev)
 json.dump({"spans": [format(s.get_span_context().span_id, "016x") for s in spans],
            "exporters": os.environ.get("OTEL_TRACES_EXPORTER")}, open("seen.json", "w"))
-'''
+"""
 
 
 def test_plain_run_leaves_a_valid_document(tmp_path: Path, write_script) -> None:  # type: ignore[no-untyped-def]
@@ -79,12 +82,17 @@ def test_plain_run_leaves_a_valid_document(tmp_path: Path, write_script) -> None
     assert doc["entity"][assoc["prov:plan"]]["provml:lr"] == 0.01
 
     entities = doc["entity"]
-    hparams = {e["prov:label"]: e["prov:value"] for e in entities.values()
-               if e["prov:type"] == "provml:HyperParameter"}
+    hparams = {
+        e["prov:label"]: e["prov:value"]
+        for e in entities.values()
+        if e["prov:type"] == "provml:HyperParameter"
+    }
     assert hparams == {"lr": 0.01, "optimizer": "SGD"}
     datasets = [e for e in entities.values() if e["prov:type"] == "provml:Dataset"]
     assert [d["prov:label"] for d in datasets] == ["toy"]
-    checkpoints = {k for k, e in entities.items() if e.get("dcterms:identifier", "").endswith(".pt")}
+    checkpoints = {
+        k for k, e in entities.items() if e.get("dcterms:identifier", "").endswith(".pt")
+    }
     assert len(checkpoints) == 2
     (derivation,) = doc["wasDerivedFrom"].values()
     assert {derivation["prov:generatedEntity"], derivation["prov:usedEntity"]} == checkpoints
@@ -100,13 +108,15 @@ def test_plain_run_leaves_a_valid_document(tmp_path: Path, write_script) -> None
     assert [float(r["value"]) for r in rows] == [0.9, 0.5, 0.25, 0.125]
     assert [int(r["step"]) for r in rows] == [0, 1, 2, 3]
     assert loss["provtel:count"] == 4 and loss["provtel:last"] == 0.125
+    (counted,) = [m for m in metrics if m["prov:label"] == "ml.steps"]
+    assert counted["provtel:last"] == 4 and counted["otel:unit"] == "{step}"
     assert not (document.parent / "journal.jsonl").exists()
 
 
 class _Collector(http.server.BaseHTTPRequestHandler):
-    paths: list[str] = []
+    paths: ClassVar[list[str]] = []
 
-    def do_POST(self) -> None:  # noqa: N802  (http.server's naming)
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         type(self).paths.append(self.path)
         self.send_response(200)

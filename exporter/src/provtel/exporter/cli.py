@@ -25,9 +25,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         return 2
     status = 0
     for path in paths:
-        problems = validate_file(path, round_trips=not args.quick)
+        try:
+            problems = validate_file(path, round_trips=not args.quick)
+        except FileNotFoundError as exc:
+            print(f"provtel validate: {exc}", file=sys.stderr)
+            status = 2  # an error, not an invalid document: stays 2
+            continue
         if problems:
-            status = 1
+            status = max(status, 1)
             print(f"{path}: INVALID")
             for problem in problems:
                 print(f"  - {problem}")

@@ -17,7 +17,8 @@ OTEL_PYTHON_PROVTEL_FORMATS = "OTEL_PYTHON_PROVTEL_FORMATS"
 
 Comma-separated serialisations to write: ``json`` (always written), ``provn``, ``xml``,
 ``turtle``, ``trig``, ``jsonld``. The extra ones are produced with the ``prov`` package at
-shutdown; ``xml`` needs ``provtel-exporter[xml]``, ``turtle``/``trig`` need ``provtel-exporter[rdf]``.
+shutdown; ``xml`` needs ``provtel-exporter[xml]``, ``turtle``/``trig`` need
+``provtel-exporter[rdf]``.
 Default: ``json``.
 """
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import sys
@@ -22,8 +23,7 @@ class ProvtelResourceDetector(ResourceDetector):
         }
         if sys.argv and sys.argv[0] and sys.argv[0] not in ("-c", "-m", "-"):
             attributes[sc.ML_RUN_SCRIPT] = os.path.abspath(sys.argv[0])
-        try:
+        # No passwd entry (containers with arbitrary uids): no owner, no person agent.
+        with contextlib.suppress(KeyError, OSError):
             attributes["process.owner"] = getpass.getuser()
-        except (KeyError, OSError):  # no passwd entry (containers with arbitrary uids)
-            pass
         return Resource(attributes)  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ conventions are used where they exist (``file.*``, ``hw.*``, ``process.*``); ``m
 cover what OpenTelemetry has no conventions for (training runs, passes, steps, checkpoints).
 """
 
-from provtel.semconv import activities, attributes, metrics, spans
+from provtel.semconv import activities, attributes, hardware, metrics, spans
 from provtel.semconv._registry import ATTRIBUTES, METRICS, SPAN_NAMES, Name
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "Name",
     "activities",
     "attributes",
+    "hardware",
     "metrics",
     "spans",
 ]

@@ -63,14 +63,17 @@ def _qname(value: str) -> dict[str, str]:
     return {"$": value, "type": "xsd:QName"}
 
 
-def _otel_attrs(attributes: dict[str, Any], skip: Iterable[str] = ()) -> dict[str, Any]:
+def _otel_attrs(attributes: dict[str, Any], taken: Iterable[str] = ()) -> dict[str, Any]:
+    """``otel:<key>`` for each attribute; a key that collides with one in ``taken`` (the
+    exporter's own fields such as ``otel:span_id``) or with another key after sanitising gets a
+    trailing ``_``, so nothing is overwritten."""
     out: dict[str, Any] = {}
-    skipped = set(skip)
+    reserved = set(taken)
     for key, value in attributes.items():
-        if key in skipped or key.startswith(_HPARAM_PREFIX):
+        if key.startswith(_HPARAM_PREFIX):
             continue
         name = "otel:" + local_name(key)
-        while name in out:  # two keys that differ only in unsafe characters
+        while name in out or name in reserved:
             name += "_"
         out[name] = literal(value)
     return out
@@ -228,7 +231,7 @@ class DocumentBuilder:
             record["otel:scope.name"] = literal(scope["name"])
         if scope.get("version"):
             record["otel:scope.version"] = literal(scope["version"])
-        record.update(_otel_attrs(attrs))
+        record.update(_otel_attrs(attrs, taken=record))
         events = rec.get("events") or []
         for event in events:
             if event.get("name") == "exception":

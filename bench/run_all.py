@@ -1,0 +1,281 @@
+"""Run the benchmarks under ``bench/`` and assemble ``docs/benchmarks.md``.
+
+Usage::
+
+    make bench                                   # every benchmark, rewrites docs/benchmarks.md
+    .venv/bin/python bench/run_all.py            # the same
+    .venv/bin/python bench/run_all.py bench_writer [bench_torch ...]   # only these; the other
+                                                 # sections of docs/benchmarks.md are kept
+    .venv/bin/python bench/run_all.py bench_writer -- --quick          # arguments after "--"
+                                                 # go to every selected script
+
+Convention for a benchmark (follow it when adding ``bench/bench_<topic>.py``):
+
+* It is a script named ``bench/bench_<topic>.py``, runnable as
+  ``.venv/bin/python bench/bench_<topic>.py`` from the repository root with no arguments (the
+  full measurement; it may accept options such as ``--quick``).
+* It prints exactly one Markdown section on **stdout**, starting with a ``## <title>`` line:
+  what is measured and how (workload, repeats, what "memory" means), a table of numbers, and,
+  where DESIGN.md sets a budget, a ``**PASS**``/``**FAIL**`` line naming the budget. Use ``###``
+  or deeper for sub-headings. Progress and diagnostics go to **stderr** (shown live, not
+  recorded).
+* It exits 0 when it ran and its budgets pass, non-zero otherwise (a failed budget still prints
+  its section).
+* It measures in fresh subprocesses where memory or start-up matters, and runs heavy work
+  sequentially: the benchmarks run one after another, never in parallel.
+
+run_all runs the selected scripts one at a time, in name order, and writes docs/benchmarks.md:
+a header (machine facts, date, command) followed by one section per script, each wrapped in
+``<!-- bench:<name> begin/end -->`` markers so that a partial run replaces only its own sections.
+A script that exits non-zero or prints no ``## `` section still gets its section, with a note
+and the tail of its stderr; run_all then exits 1 after writing the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime as dt
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = ROOT / "bench"
+OUTPUT = ROOT / "docs" / "benchmarks.md"
+_SECTION = re.compile(
+    r"<!-- bench:(?P<name>[\w.-]+) begin -->\n(?P<body>.*?)<!-- bench:(?P=name) end -->\n?",
+    re.DOTALL,
+)
+
+
+def discover() -> list[str]:
+    """Names (without ``.py``) of the benchmark scripts, in run order."""
+    return sorted(p.stem for p in BENCH_DIR.glob("bench_*.py"))
+
+
+def _cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown"
+    for key in ("model name", "Hardware", "cpu model"):
+        match = re.search(rf"^{key}\s*:\s*(.+)$", text, re.MULTILINE)
+        if match:
+            return match.group(1).strip()
+    return "unknown"
+
+
+def _memory() -> str:
+    try:
+        match = re.search(r"^MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text(), re.MULTILINE)
+    except OSError:
+        return "unknown"
+    return f"{int(match.group(1)) / 2**20:.1f} GiB" if match else "unknown"
+
+
+def _git_revision() -> str:
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + (" (with uncommitted changes)" if dirty else "")
+
+
+def _shown(path: Path) -> Path:
+    """``path`` relative to the repository root where it lies inside it."""
+    path = path.absolute()
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
+def machine_facts() -> list[str]:
+    """Markdown bullet lines describing the machine and interpreter."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return [
+        f"- CPU: {_cpu_model()}, {os.cpu_count()} logical cores ({usable} usable by this process)",
+        f"- Memory: {_memory()}",
+        f"- OS: {platform.platform()}",
+        f"- Python: {platform.python_implementation()} {platform.python_version()} "
+        f"(`{_shown(Path(sys.executable))}`)",
+        f"- Source: git {_git_revision()}",
+    ]
+
+
+def header(now: str, partial: bool) -> str:
+    """The fixed text above the sections."""
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `make bench` (= `.venv/bin/python bench/run_all.py`); do not edit by hand.",
+        "Each `## ` section below is the standard output of one script `bench/bench_<topic>.py`,",
+        "run in a fresh process, one after another. To add a benchmark, write such a script: it",
+        "prints one Markdown section starting with `## <title>` on stdout (progress on stderr),",
+        "states its workload and method, gives its numbers in a table and a **PASS**/**FAIL**",
+        "line for any budget in DESIGN.md, and exits non-zero if it fails (full convention in the",
+        "docstring of `bench/run_all.py`). `bench/run_all.py bench_<topic>` reruns only that",
+        "script and replaces only its section here.",
+        "",
+        "Numbers are from this machine, which other jobs may share; compare ratios more than",
+        "absolute times.",
+        "",
+        f"Last updated: {now}"
+        + (" (a partial run: each section says when it ran)." if partial else "."),
+        "",
+        "Machine:",
+        "",
+        *machine_facts(),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _pump(stream: IO[str], tail: collections.deque[str]) -> None:
+    for line in stream:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        tail.append(line)
+
+
+def run_one(name: str, extra: list[str], timeout: float | None) -> tuple[int, str, str, float]:
+    """Run ``bench/<name>.py``; return its exit code, stdout, stderr tail and wall seconds."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    tail: collections.deque[str] = collections.deque(maxlen=40)
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(BENCH_DIR / f"{name}.py"), *extra],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stderr is not None
+        pump = threading.Thread(target=_pump, args=(proc.stderr, tail), daemon=True)
+        pump.start()
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+            tail.append(f"[run_all] killed after {timeout:.0f} s\n")
+        pump.join(timeout=5)
+        out.seek(0)
+        stdout = out.read()
+    return code, stdout, "".join(tail), time.perf_counter() - start
+
+
+def section(
+    name: str, code: int, stdout: str, stderr: str, seconds: float, now: str, extra: list[str]
+) -> tuple[str, bool]:
+    """The Markdown for one script's run and whether it counts as a success."""
+    body = stdout.strip()
+    ok = code == 0 and body.startswith("## ")
+    if not body.startswith("## "):
+        body = f"## {name}\n\n{body}".rstrip()
+    command = " ".join(["bench/run_all.py", name, *(["--", *extra] if extra else [])])
+    parts = [body, ""]
+    if not ok:
+        reason = (
+            f"exited with code {code}"
+            if code != 0
+            else "printed no Markdown section starting with `## ` on stdout"
+        )
+        parts += [
+            f"> **{name} FAILED**: the script {reason}. Last lines of its stderr:",
+            "",
+            "```text",
+            stderr.rstrip() or "(empty)",
+            "```",
+            "",
+        ]
+    parts.append(f"_`{command}`: ran {now}, {seconds:.0f} s._")
+    return "\n".join(parts) + "\n", ok
+
+
+def _wrap(name: str, text: str) -> str:
+    return f"<!-- bench:{name} begin -->\n{text.rstrip()}\n<!-- bench:{name} end -->\n"
+
+
+def existing_sections(path: Path) -> dict[str, str]:
+    """Sections of an existing docs/benchmarks.md, by script name, in file order."""
+    if not path.exists():
+        return {}
+    return {m.group("name"): m.group("body") for m in _SECTION.finditer(path.read_text())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    extra: list[str] = []
+    if "--" in argv:
+        split = argv.index("--")
+        argv, extra = argv[:split], argv[split + 1 :]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="scripts to run, e.g. bench_writer (default: all)")
+    parser.add_argument("--output", type=Path, default=OUTPUT, help="default: %(default)s")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per script")
+    args = parser.parse_args(argv)
+
+    available = discover()
+    names = [n.removesuffix(".py").removeprefix("bench/") for n in args.names] or available
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        parser.error(f"no such benchmark: {', '.join(unknown)} (have: {', '.join(available)})")
+    partial = bool(args.names)
+
+    sections = existing_sections(args.output) if partial else {}
+    failed = []
+    for name in names:
+        print(f"[run_all] {name} ...", file=sys.stderr, flush=True)
+        now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        code, stdout, stderr, seconds = run_one(name, extra, args.timeout)
+        text, ok = section(name, code, stdout, stderr, seconds, now, extra)
+        sections[name] = text
+        if not ok:
+            failed.append(name)
+        print(
+            f"[run_all] {name}: {'ok' if ok else 'FAILED'} in {seconds:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    # Scripts in name order; sections of scripts that no longer exist (kept on a partial run) last.
+    order = [n for n in available if n in sections] + [n for n in sections if n not in available]
+    doc = header(now, partial) + "".join("\n" + _wrap(n, sections[n]) for n in order)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.output.with_name(args.output.name + ".tmp")
+    tmp.write_text(doc)
+    os.replace(tmp, args.output)
+    print(
+        f"[run_all] wrote {_shown(args.output)}",
+        file=sys.stderr,
+    )
+    if failed:
+        print(f"[run_all] FAILED: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
