@@ -41,6 +41,23 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return status
 
 
+def _cmd_recover(args: argparse.Namespace) -> int:
+    from provtel.exporter.prov.store import DOCUMENT, JOURNAL, recover
+
+    status = 0
+    for name in args.run_dirs:
+        run_dir = Path(name)
+        if (run_dir / DOCUMENT).exists() and not args.force:
+            print(f"{run_dir}: already has {DOCUMENT} (use --force to rebuild it)")
+            continue
+        if not (run_dir / JOURNAL).is_file():
+            print(f"provtel recover: no {JOURNAL} in {run_dir}", file=sys.stderr)
+            status = 2
+            continue
+        print(f"{run_dir}: recovered {recover(run_dir)} (marked incomplete)")
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``provtel``."""
     parser = argparse.ArgumentParser(prog="provtel", description=__doc__)
@@ -54,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         help="schema, parse and lint only; skip the format round trips",
     )
     validate.set_defaults(func=_cmd_validate)
+    recover = sub.add_parser("recover", help="write the document of a killed run from its journal")
+    recover.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders")
+    recover.add_argument("--force", action="store_true", help="rebuild an existing prov.json")
+    recover.set_defaults(func=_cmd_recover)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

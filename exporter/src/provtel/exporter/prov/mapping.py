@@ -16,6 +16,7 @@ The mapping runs in two places:
 from __future__ import annotations
 
 import posixpath
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -387,21 +388,36 @@ class DocumentBuilder:
         return checkpoint
 
     # metric series -> entities
-    def finish(self, series: Iterable[Series]) -> None:
-        """Write what needed the whole trace: agents' associations, entities, placeholders."""
+    def finish(self, series: Iterable[Series], incomplete: bool = False) -> None:
+        """Write what needed the whole trace: agents' associations, entities, placeholders.
+
+        ``incomplete`` marks a document recovered from the journal of a run that never
+        finished: a ``provtel:RecoveredRecord`` entity says so, and the activities that were
+        still open are declared as placeholders marked ``provtel:incomplete``.
+        """
         for activity, start in self._parents.items():
             if activity not in self._declared:
                 # A parent that never arrived (remote, or still running when the process died).
-                self.w.element(
-                    "activity",
-                    activity,
-                    {
-                        "prov:label": "span not recorded",
-                        "prov:startTime": iso_time(start),
-                        "provtel:placeholder": True,
-                    },
-                )
+                record: dict[str, Any] = {
+                    "prov:label": "span not recorded",
+                    "prov:startTime": iso_time(start),
+                    "provtel:placeholder": True,
+                }
+                if incomplete:
+                    record["provtel:incomplete"] = True
+                self.w.element("activity", activity, record)
                 self._declared.add(activity)
+        if incomplete:
+            self.w.element(
+                "entity",
+                "run:recovered_record",
+                {
+                    "prov:type": "provtel:RecoveredRecord",
+                    "prov:label": "recovered from journal",
+                    "provtel:complete": False,
+                    "provtel:recovered_at": iso_time(time.time_ns()),
+                },
+            )
         plan_of: dict[str, str] = {}
         for trace, attrs in self._plans.items():
             plan = "run:" + local_name(f"plan_{trace}")

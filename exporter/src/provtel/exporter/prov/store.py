@@ -183,6 +183,18 @@ class RunStore:
         return path
 
 
+def recover(run_dir: Path) -> Path:
+    """Write the document of a run whose process died (SIGKILL, power cut) from its journal.
+
+    Everything the exporter had journaled is kept (spans end up in the journal within
+    ``OTEL_BSP_SCHEDULE_DELAY``, 0.5 s under provtel's distro); the document is marked
+    incomplete. The journal stays, so recovery can be repeated.
+    """
+    if not (run_dir / JOURNAL).is_file():
+        raise FileNotFoundError(f"no {JOURNAL} in {run_dir}: nothing to recover")
+    return build_document(run_dir, incomplete=True)
+
+
 def _series_spec(series: Series) -> dict[str, Any]:
     return {
         "key": series.key,
@@ -199,11 +211,14 @@ def _series_spec(series: Series) -> dict[str, Any]:
     }
 
 
-def build_document(run_dir: Path, series: list[Series] | None = None) -> Path:
+def build_document(
+    run_dir: Path, series: list[Series] | None = None, incomplete: bool = False
+) -> Path:
     """Stream ``run_dir``'s journal through the mapping into ``prov.json``.
 
     With ``series`` None (recovery), the series are read back from the journal and their
-    summaries rebuilt from the files.
+    summaries rebuilt from the files. ``incomplete`` marks the document as recovered from a
+    run that never finished.
     """
     writer = ProvJsonWriter(run_dir / DOCUMENT, prefixes(run_dir.name))
     try:
@@ -225,7 +240,7 @@ def build_document(run_dir: Path, series: list[Series] | None = None) -> Path:
                     s = Series(**{**rec, "columns": tuple(rec["columns"])})
                     s.rescan(run_dir)
                     recovered.append(s)
-        builder.finish(series if series is not None else recovered)
+        builder.finish(series if series is not None else recovered, incomplete=incomplete)
         return writer.close()
     except BaseException:
         writer.abort()
