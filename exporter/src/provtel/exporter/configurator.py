@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
-
 from provtel.exporter import signals
 
 
