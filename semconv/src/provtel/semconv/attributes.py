@@ -24,8 +24,53 @@ ML_RUN_SCRIPT = attribute("ml.run.script", "string", "", "Path of the training s
 ML_EPOCH = attribute(
     "ml.epoch", "int", "{epoch}", "Index of the epoch (0-based) a pass or block is in."
 )
+ML_FRAMEWORK_NAME = attribute(
+    "ml.framework.name", "string", "", "Training framework of the run (`torch`)."
+)
+ML_FRAMEWORK_VERSION = attribute(
+    "ml.framework.version", "string", "", "Version of the training framework."
+)
+ML_CUDA_VERSION = attribute(
+    "ml.cuda.version",
+    "string",
+    "",
+    "CUDA version the framework was built with (absent on CPU builds).",
+)
+ML_VCS_DIRTY = attribute(
+    "ml.vcs.dirty",
+    "boolean",
+    "",
+    "True when tracked files of the script's git repository differ from `vcs.ref.head.revision`.",
+)
+VCS_REF_HEAD_REVISION = attribute(
+    "vcs.ref.head.revision", "string", "", "OpenTelemetry `vcs.ref.head.revision`: the git commit."
+)
+VCS_REF_HEAD_NAME = attribute(
+    "vcs.ref.head.name", "string", "", "OpenTelemetry `vcs.ref.head.name`: the git branch."
+)
+VCS_REPOSITORY_URL_FULL = attribute(
+    "vcs.repository.url.full",
+    "string",
+    "",
+    "OpenTelemetry `vcs.repository.url.full`: the `origin` remote, credentials removed.",
+)
+PROCESS_COMMAND_ARGS = attribute(
+    "process.command_args",
+    "string[]",
+    "",
+    "OpenTelemetry `process.command_args`: the command line.",
+)
+PROCESS_RUNTIME_NAME = attribute(
+    "process.runtime.name", "string", "", "OpenTelemetry `process.runtime.name` (`cpython`)."
+)
+PROCESS_RUNTIME_VERSION = attribute(
+    "process.runtime.version", "string", "", "OpenTelemetry `process.runtime.version`."
+)
 ML_PASS_INDEX = attribute(
     "ml.pass.index", "int", "{pass}", "Index of the pass over a data loader within its context."
+)
+ML_PASS_BATCHES = attribute(
+    "ml.pass.batches", "int", "{batch}", "Batches fetched from the data loader during the pass."
 )
 
 # -- step blocks: per-step arrays on one span --------------------------------------------------
@@ -60,6 +105,13 @@ ML_STEP_LEARNING_RATE = attribute(
 ML_STEP_BATCH_SIZE = attribute(
     "ml.step.batch_size", "int[]", "{sample}", "Batch size of each step."
 )
+ML_STEP_SKIPPED = attribute(
+    "ml.step.skipped",
+    "int[]",
+    "1",
+    "1 when the step's optimizer step was skipped (AMP GradScaler found inf/NaN gradients), "
+    "else 0; present only in runs that use a GradScaler.",
+)
 
 #: The per-step array attributes, each of which becomes a metric series in PROV.
 STEP_SERIES: tuple[str, ...] = (
@@ -71,6 +123,7 @@ STEP_SERIES: tuple[str, ...] = (
     ML_STEP_LOSS,
     ML_STEP_LEARNING_RATE,
     ML_STEP_BATCH_SIZE,
+    ML_STEP_SKIPPED,
 )
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -101,12 +154,24 @@ ML_DATALOADER_NUM_WORKERS = attribute(
 ML_DATALOADER_SHUFFLE = attribute(
     "ml.dataloader.shuffle", "boolean", "", "Whether the loader shuffles."
 )
+ML_DATALOADER_PERSISTENT_WORKERS = attribute(
+    "ml.dataloader.persistent_workers",
+    "boolean",
+    "",
+    "Whether the loader keeps its worker processes between passes.",
+)
 ML_MODEL_NAME = attribute(
     "ml.model.name", "string", "", "Name of the model (defaults to its class)."
 )
 ML_MODEL_CLASS = attribute("ml.model.class", "string", "", "Class of the model.")
 ML_MODEL_PARAMETERS = attribute(
     "ml.model.parameters", "int", "{parameter}", "Number of parameters."
+)
+ML_MODEL_DTYPE = attribute(
+    "ml.model.dtype", "string", "", "Data type of the model's parameters (`float32`, ...)."
+)
+ML_MODEL_DEVICE = attribute(
+    "ml.model.device", "string", "", "Device the model's parameters are on (`cpu`, `cuda:0`)."
 )
 
 # -- checkpoints (with OpenTelemetry's file.path / file.size) -------------------------------------

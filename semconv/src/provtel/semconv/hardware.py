@@ -141,9 +141,7 @@ ML_CARBON_REGION = attribute(
 ML_CARBON_PUE = attribute(
     "ml.carbon.pue", "double", "1", "Power usage effectiveness applied (1.0: IT energy only)."
 )
-ML_CARBON_METHOD = attribute(
-    "ml.carbon.method", "string", "", "How the emissions were computed."
-)
+ML_CARBON_METHOD = attribute("ml.carbon.method", "string", "", "How the emissions were computed.")
 ML_CARBON_STATUS = attribute(
     "ml.carbon.status",
     "string",
@@ -212,5 +210,5 @@ ML_CARBON_EMISSIONS_METRIC = metric(
     "ml.carbon.emissions",
     "counter",
     "g{CO2eq}",
-    "Emissions so far: measured energy x grid intensity x PUE, by `ml.carbon.region`.",
+    "Emissions so far of each device (`hw.id`): its energy x grid intensity x PUE.",
 )

@@ -172,6 +172,60 @@ class RunStore:
         if lines:
             self._write(lines)
 
+    # continuing a run in another process (``provtel serve`` after a restart)
+    def close(self) -> None:
+        """Close the journal *without* finalising: the run stays unfinished on disk and
+        :meth:`reopen` continues it. Idempotent."""
+        if self._journal is not None:
+            self._journal.flush()
+            os.fsync(self._journal.fileno())
+            self._journal.close()
+            self._journal = None
+
+    @classmethod
+    def reopen(cls, run_dir: Path, formats: Iterable[str] = ("json",)) -> RunStore:
+        """Continue an unfinished run: ``run_dir`` has a journal and no ``prov.json``.
+
+        The series registry and the known resources are restored from the journal (as
+        :func:`build_document` restores series), so new records append to the same series
+        files. What a killed writer may have torn is repaired first: a last journal line without
+        its newline is terminated (:func:`build_document` skips it), and a last CSV row without
+        its newline is cut.
+        """
+        journal = run_dir / JOURNAL
+        if (run_dir / DOCUMENT).exists():
+            raise FileExistsError(f"{run_dir} is already finalised ({DOCUMENT} exists)")
+        if not journal.is_file():
+            raise FileNotFoundError(f"no {JOURNAL} in {run_dir}")
+        series: dict[str, Series] = {}
+        resources: set[str] = set()
+        with open(journal, "rb+") as raw:
+            size = raw.seek(0, os.SEEK_END)
+            if size:
+                raw.seek(size - 1)
+                if raw.read(1) != b"\n":
+                    raw.write(b"\n")
+        with open(journal, encoding="utf-8") as lines:
+            for line in lines:
+                if line.startswith('{"t":"span"'):
+                    continue  # spans are only read at finalisation
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if rec.get("t") == "resource":
+                    resources.add(rec["id"])
+                elif rec.get("t") == "series":
+                    spec = {k: v for k, v in rec.items() if k != "t"}
+                    s = Series(**{**spec, "columns": tuple(spec["columns"])})
+                    _cut_torn_row(run_dir / s.relpath)
+                    s.rescan(run_dir)
+                    series[s.key] = s
+        store = cls(run_dir, formats)
+        store._series = series
+        store._resources = resources
+        return store
+
     # finalisation
     def finalize(self) -> Path:
         """Write ``prov.json`` (and the other requested formats) from the journal."""
@@ -193,6 +247,20 @@ def recover(run_dir: Path) -> Path:
     if not (run_dir / JOURNAL).is_file():
         raise FileNotFoundError(f"no {JOURNAL} in {run_dir}: nothing to recover")
     return build_document(run_dir, incomplete=True)
+
+
+def _cut_torn_row(path: Path) -> None:
+    """Cut a last row without its newline (a writer killed mid-row); drop a header-less file."""
+    if not path.is_file():
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data.endswith(b"\n"):
+            return
+        end = data.rfind(b"\n") + 1
+        f.truncate(end)
+    if end == 0:
+        path.unlink()
 
 
 def _series_spec(series: Series) -> dict[str, Any]:

@@ -15,15 +15,15 @@ logger = logging.getLogger("provtel.instrumentation.hardware")
 UNAVAILABLE = "unavailable"
 
 
-class BackendUnavailable(Exception):  # noqa: N818  (a state, not a failure of ours)
+class BackendUnavailable(Exception):
     """The backend cannot be used at all (no library, no driver, no device, no permission)."""
 
 
-class ReadingUnavailable(Exception):  # noqa: N818
+class ReadingUnavailable(Exception):
     """One reading is not available for one device, for good (NotSupported, no permission)."""
 
 
-class DeviceLost(Exception):  # noqa: N818
+class DeviceLost(Exception):
     """The device stopped answering (NVML ``GpuIsLost``); it is not polled again."""
 
 
@@ -35,13 +35,13 @@ _logged: set[Any] = set()
 _logged_lock = threading.Lock()
 
 
-def log_once(key: Any, level: int, message: str, *args: Any) -> None:
+def log_once(key: Any, level: int, message: str, *args: Any, exc_info: bool = False) -> None:
     """Log ``message`` the first time ``key`` is seen in this process."""
     with _logged_lock:
         if key in _logged:
             return
         _logged.add(key)
-    logger.log(level, message, *args)
+    logger.log(level, message, *args, exc_info=exc_info)
 
 
 def env_float(name: str, default: float, minimum: float = 0.0) -> float:
@@ -131,8 +131,9 @@ class EnergySource(Protocol):
 class Component(Protocol):
     """What an instrumentor hands the shared runtime."""
 
-    #: The energy counters, when the component has any available.
-    energy: EnergySource | None
+    @property
+    def energy(self) -> EnergySource | None:
+        """The energy counters, when the component has any available."""
 
     def run_attributes(self) -> Mapping[str, Any]:
         """Attributes for the run span: hardware description and per-kind energy status."""

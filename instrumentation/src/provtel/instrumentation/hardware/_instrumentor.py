@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from abc import abstractmethod
 from collections.abc import Collection
 from typing import Any
@@ -20,7 +21,19 @@ logger = logging.getLogger(__name__)
 SCHEMA_URL = "https://opentelemetry.io/schemas/1.44.0"
 
 
-class HardwareInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+def multiprocessing_child() -> bool:
+    """Whether this interpreter was started by ``multiprocessing`` (spawn or forkserver).
+
+    Checked from the command line, because instrumentors run from ``sitecustomize``, before
+    ``multiprocessing`` sets up the child.
+    """
+    argv = getattr(sys, "orig_argv", sys.argv)
+    return "--multiprocessing-fork" in argv or any(
+        arg.startswith("from multiprocessing.") for arg in argv
+    )
+
+
+class HardwareInstrumentor(BaseInstrumentor):
     """Registers one hardware component with the shared runtime while instrumented.
 
     Hardware instrumentors depend on no instrumented library: the readings degrade to
@@ -39,6 +52,11 @@ class HardwareInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         """Build the component (and its instruments); None when there is nothing to record."""
 
     def _instrument(self, **kwargs: Any) -> None:
+        if multiprocessing_child():
+            # A DataLoader worker started with spawn/forkserver runs opentelemetry-instrument
+            # again: the parent already reports the devices, the worker must not duplicate them.
+            logger.debug("provtel: %s: multiprocessing child, no readings", type(self).__name__)
+            return
         meter = get_meter(
             type(self).__module__,
             __version__,

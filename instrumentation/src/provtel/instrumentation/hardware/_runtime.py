@@ -18,12 +18,16 @@ import logging
 import os
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from provtel.instrumentation import activity
 from provtel.instrumentation.hardware._common import Component, EnergySource, env_float, log_once
 from provtel.instrumentation.hardware.environment_variables import (
     OTEL_PYTHON_PROVTEL_HW_SAMPLE_INTERVAL,
 )
+
+if TYPE_CHECKING:
+    from provtel.instrumentation.hardware.energy import EnergyListener
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +128,7 @@ class Runtime:
         #: Sources with energy counters, in registration order (read by the listener).
         self.energy_sources: tuple[EnergySource, ...] = ()
         self.sampler = Sampler()
-        self._listener: object | None = None
+        self._listener: EnergyListener | None = None
 
     def add(self, component: Component) -> None:
         """Register a component (instrument)."""
@@ -137,7 +141,7 @@ class Runtime:
             self._refresh()
             if self._listener is None:
                 self._listener = EnergyListener(self)
-                activity.add_listener(self._listener)  # type: ignore[arg-type]
+                activity.add_listener(self._listener)
         if component.energy is not None:
             self.sampler.add(component)
 
@@ -148,7 +152,7 @@ class Runtime:
             self.components = tuple(c for c in self.components if c is not component)
             self._refresh()
             if not self.components and self._listener is not None:
-                activity.remove_listener(self._listener)  # type: ignore[arg-type]
+                activity.remove_listener(self._listener)
                 self._listener = None
 
     def _refresh(self) -> None:

@@ -39,7 +39,7 @@ def import_amdsmi() -> Any:
     try:
         # amdsmi prints to stdout when libamd_smi.so is missing.
         with contextlib.redirect_stdout(io.StringIO()):
-            import amdsmi  # type: ignore[import-not-found]
+            import amdsmi
     except Exception:  # ImportError, OSError, KeyError...: all mean "not usable"
         return None
     return amdsmi
@@ -108,7 +108,9 @@ class AmdSmiBackend(GpuBackend):
                     uuid=self._uuid(handle),
                     model=str(self._optional("amdsmi_get_gpu_asic_info", handle, "market_name")),
                     vendor="AMD",
-                    driver_version=self._optional("amdsmi_get_gpu_driver_info", handle, "driver_version"),
+                    driver_version=self._optional(
+                        "amdsmi_get_gpu_driver_info", handle, "driver_version"
+                    ),
                     memory_limit=self._memory("amdsmi_get_gpu_memory_total", handle),
                 )
             )

@@ -18,13 +18,14 @@ import csv
 import io
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from provtel.instrumentation.hardware._common import log_once
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from provtel.instrumentation.hardware._common import EnergySource, log_once
 from provtel.instrumentation.hardware.environment_variables import (
     OTEL_PYTHON_PROVTEL_CARBON_INTENSITY,
     OTEL_PYTHON_PROVTEL_CARBON_REGION,
@@ -145,3 +146,36 @@ def resolve(environ: Mapping[str, str] | None = None) -> CarbonConfig | str:
     assert problem is not None
     log_once(("carbon", problem), logging.WARNING, "provtel: no carbon estimate: %s", problem)
     return problem
+
+
+def create_emissions_counter(meter: Meter, source: EnergySource, live: Callable[[], bool]) -> None:
+    """``ml.carbon.emissions`` (g{CO2eq}) of each device of ``source``, by ``hw.id``.
+
+    Uses the energy totals the source last read (at this collection's ``hw.energy``, by the
+    sampling thread, or at an activity boundary): no extra hardware access.
+    """
+    config = resolve()
+    if isinstance(config, str):
+        return
+
+    def observe(options: CallbackOptions) -> Iterable[Observation]:
+        if not live():
+            return
+        for i, device in enumerate(source.devices):
+            joules = source.last_energy(i)
+            if joules is not None:
+                yield Observation(
+                    config.emissions_g(joules),
+                    {
+                        hw.HW_ID: device.hw_id,
+                        hw.HW_TYPE: device.hw_type,
+                        hw.ML_CARBON_REGION: config.region,
+                    },
+                )
+
+    meter.create_observable_counter(
+        hw.ML_CARBON_EMISSIONS_METRIC,
+        [observe],
+        unit="g{CO2eq}",
+        description="Emissions so far: measured energy x grid intensity x PUE.",
+    )

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from provtel.instrumentation.hardware import carbon
+from provtel.instrumentation.hardware import _runtime, carbon
 from provtel.instrumentation.hardware._common import UNAVAILABLE, EnergySource
 from provtel.semconv import activities as act
 from provtel.semconv import hardware as hw
@@ -56,13 +56,13 @@ class EnergyListener:
     def on_begin(self, kind: str) -> Token | None:
         """Read every counter (nothing to do when none is available)."""
         sources = self._runtime.energy_sources
-        if not sources:
+        if not sources or not _runtime.active():
             return None
         return tuple((source, source.read_energy()) for source in sources)
 
     def on_finish(self, kind: str, token: Token | None) -> Mapping[str, Any]:
         """Attributes for the activity's span."""
-        if token is None and kind != act.RUN:
+        if token is None and (kind != act.RUN or not _runtime.active()):
             return _EMPTY
         attributes: dict[str, Any] = {}
         total: float | None = self._energy(token, attributes) if token else None

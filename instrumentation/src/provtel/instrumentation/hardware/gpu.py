@@ -28,6 +28,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from provtel.instrumentation.hardware import _runtime
 from provtel.instrumentation.hardware._common import (
     UNAVAILABLE,
+    BackendUnavailable,
     CumulativeCounter,
     DeviceLost,
     EnergyDevice,
@@ -36,6 +37,7 @@ from provtel.instrumentation.hardware._common import (
     env_float,
     log_once,
 )
+from provtel.instrumentation.hardware.carbon import create_emissions_counter
 from provtel.instrumentation.hardware.environment_variables import (
     OTEL_PYTHON_PROVTEL_GPU_PROCESS_INTERVAL,
 )
@@ -126,6 +128,24 @@ def parse_visible_devices(value: str | None) -> list[str] | None:
         else:
             break
     return tokens
+
+
+def gpu_description(gpus: Iterable[GpuInfo]) -> dict[str, Any]:
+    """``ml.hw.gpu.count`` and ``ml.hw.gpu.<index>.*`` for the job's GPUs."""
+    infos = list(gpus)
+    attrs: dict[str, Any] = {hw.ML_HW_GPU_COUNT: len(infos)}
+    for info in infos:
+        prefix = f"ml.hw.gpu.{info.index}."
+        attrs[prefix + "id"] = info.uuid
+        attrs[prefix + "model"] = info.model
+        attrs[prefix + "vendor"] = info.vendor
+        if info.driver_version:
+            attrs[prefix + "driver_version"] = info.driver_version
+        if info.memory_limit is not None:
+            attrs[prefix + "memory.limit"] = info.memory_limit
+        if info.parent_uuid:
+            attrs[prefix + "parent"] = info.parent_uuid
+    return attrs
 
 
 class _Unavailable:
@@ -235,14 +255,13 @@ class GpuMonitor:
         self._process_next = 0.0
         self._process_cache: dict[int, int] = {}
         self.process_enumerations = 0
+        self._opened = False
         self._open()
         if meter is not None:
             self._create_instruments(meter)
 
     # -- set-up ----------------------------------------------------------------------------------
     def _open(self) -> None:
-        from provtel.instrumentation.hardware._common import BackendUnavailable
-
         try:
             self.gpus = self.backend.open()
         except BackendUnavailable as exc:
@@ -255,8 +274,10 @@ class GpuMonitor:
                 self.reason,
             )
             return
+        self._opened = True
         if not self.gpus:
             self.reason = "no GPU visible to the job"
+            self.close()
             return
         # One energy counter per physical GPU, named after the first of the job's GPUs on it.
         slices: dict[str, list[GpuInfo]] = {}
@@ -283,6 +304,8 @@ class GpuMonitor:
         meter.create_observable_counter(
             hw.HW_ENERGY, [self._observe_energy], unit="J", description="Energy used by the GPU."
         )
+        if self.energy is not None:
+            create_emissions_counter(meter, self.energy, self._live)
         gauges: list[tuple[str, Callable[[CallbackOptions], Iterable[Observation]], str, str]] = [
             (hw.HW_POWER, self._observe_power, "W", "Power drawn by the GPU."),
             (
@@ -315,7 +338,8 @@ class GpuMonitor:
     def close(self) -> None:
         """Stop observing and release the library."""
         self._enabled = False
-        if self.reason is None:
+        if self._opened:
+            self._opened = False
             try:
                 self.backend.close()
             except Exception:  # the process is going away or the driver already went
@@ -379,9 +403,7 @@ class GpuMonitor:
             if joules is not None:
                 yield Observation(joules, {hw.HW_ID: device.hw_id, hw.HW_TYPE: "gpu"})
 
-    def _physical_gauge(
-        self, reading: str, fn: Callable[[int], float]
-    ) -> Iterable[Observation]:
+    def _physical_gauge(self, reading: str, fn: Callable[[int], float]) -> Iterable[Observation]:
         if not self._live():
             return
         for index, info in self._physical:
@@ -486,18 +508,7 @@ class GpuMonitor:
         status = "ml.energy.gpu.status"
         if self.reason is not None:
             return {status: f"{UNAVAILABLE}: {self.label}: {self.reason}"}
-        attrs: dict[str, Any] = {hw.ML_HW_GPU_COUNT: len(self.gpus)}
-        for info in self.gpus:
-            prefix = f"ml.hw.gpu.{info.index}."
-            attrs[prefix + "id"] = info.uuid
-            attrs[prefix + "model"] = info.model
-            attrs[prefix + "vendor"] = info.vendor
-            if info.driver_version:
-                attrs[prefix + "driver_version"] = info.driver_version
-            if info.memory_limit is not None:
-                attrs[prefix + "memory.limit"] = info.memory_limit
-            if info.parent_uuid:
-                attrs[prefix + "parent"] = info.parent_uuid
+        attrs = gpu_description(self.gpus)
         assert self.energy is not None
         measured = 0
         for n, device in enumerate(self.energy.devices):

@@ -40,6 +40,7 @@ of ``CUDA_VISIBLE_DEVICES`` are NVML indices, which equal CUDA ordinals when
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Any
@@ -85,7 +86,9 @@ class NvmlBackend(GpuBackend):
 
     def __init__(self, visible_devices: str | None = _FROM_ENV) -> None:
         self._visible = (
-            os.environ.get("CUDA_VISIBLE_DEVICES") if visible_devices == _FROM_ENV else visible_devices
+            os.environ.get("CUDA_VISIBLE_DEVICES")
+            if visible_devices == _FROM_ENV
+            else visible_devices
         )
         self._nvml: Any = None
         self._devices: list[_Device] = []
@@ -106,7 +109,11 @@ class NvmlBackend(GpuBackend):
         nv = self._nvml
         permanent = tuple(
             getattr(nv, cls)
-            for cls in ("NVMLError_NotSupported", "NVMLError_FunctionNotFound", "NVMLError_NoPermission")
+            for cls in (
+                "NVMLError_NotSupported",
+                "NVMLError_FunctionNotFound",
+                "NVMLError_NoPermission",
+            )
             if hasattr(nv, cls)
         )
         lost = tuple(
@@ -230,10 +237,8 @@ class NvmlBackend(GpuBackend):
     def close(self) -> None:
         if self._nvml is not None:
             nv, self._nvml = self._nvml, None
-            try:
+            with contextlib.suppress(nv.NVMLError):
                 nv.nvmlShutdown()
-            except nv.NVMLError:
-                pass
 
     # -- readings --------------------------------------------------------------------------------
     def energy_mj(self, index: int) -> int:

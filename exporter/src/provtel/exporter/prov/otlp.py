@@ -1,0 +1,386 @@
+"""OTLP requests (protobuf or OTLP/JSON) -> the records of :mod:`provtel.exporter.prov.records`.
+
+The receiver (``provtel serve``) and the file converter (``provtel convert``) hand the PROV
+mapping exactly the dicts the in-process exporter builds from SDK objects, so there is one
+mapping for every input path. This module only converts and checks; it never writes.
+
+What a record cannot carry, or what would make the PROV document invalid, is *rejected* and
+counted, in the words of OTLP's partial success: a span with a malformed trace or span id, an end
+before its start, a time past the year 9999, or a per-step array (``ml.step.*``) of mixed
+types; a data point of a summary metric or a histogram without a sum. Everything else is kept
+as it came.
+
+OTLP/JSON differs from the protobuf JSON mapping in one way that matters here: trace and span
+ids are hex strings, not base64 (:func:`parse_json`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError, Message
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+__all__ = [
+    "MAX_TIME_UNIX_NANO",
+    "MetricsBatch",
+    "OtlpError",
+    "ResourcePoints",
+    "SpanBatch",
+    "convert_metrics",
+    "convert_spans",
+    "parse_json",
+    "parse_protobuf",
+]
+
+#: Last nanosecond of the year 9999: PROV times (xsd:dateTime) have four-digit years.
+MAX_TIME_UNIX_NANO = 253_402_300_799_999_999_999
+
+_KINDS = dict(enumerate(("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")))
+_STATUSES = dict(enumerate(("UNSET", "OK", "ERROR")))
+_HAS_IS_REMOTE = 0x100
+_IS_REMOTE = 0x200
+_NO_RECORDED_VALUE = 1
+_STEP_PREFIX = "ml.step."
+
+RequestT = TypeVar("RequestT", ExportTraceServiceRequest, ExportMetricsServiceRequest)
+
+
+class OtlpError(ValueError):
+    """The payload is not a valid OTLP request (HTTP 400, gRPC INVALID_ARGUMENT)."""
+
+
+# -- decoding -----------------------------------------------------------------------------------
+
+
+def parse_protobuf(data: bytes, message_type: type[RequestT]) -> RequestT:
+    """Decode a binary protobuf request; :class:`OtlpError` when it is malformed."""
+    message = message_type()
+    try:
+        message.ParseFromString(data)
+    except (DecodeError, RecursionError, ValueError) as exc:
+        raise OtlpError(f"malformed protobuf {message_type.__name__}: {exc}") from None
+    return message
+
+
+# Fields that hold trace/span ids, in the JSON names json_format accepts (camelCase and proto).
+_ID_FIELDS = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"})
+# Where ids occur: spans, span links, exemplars of data points.
+_ID_CONTAINERS = frozenset(
+    {
+        "resourceSpans",
+        "resource_spans",
+        "scopeSpans",
+        "scope_spans",
+        "spans",
+        "links",
+        "resourceMetrics",
+        "resource_metrics",
+        "scopeMetrics",
+        "scope_metrics",
+        "metrics",
+        "gauge",
+        "sum",
+        "histogram",
+        "exponentialHistogram",
+        "exponential_histogram",
+        "summary",
+        "dataPoints",
+        "data_points",
+        "exemplars",
+    }
+)
+
+
+def _hex_ids_to_base64(node: Any) -> None:
+    """Rewrite OTLP/JSON's hex ids in place as the base64 json_format expects.
+
+    Only the containers on the path to spans, links and exemplars are visited: attribute values
+    (``bytesValue``) are base64 in OTLP/JSON too and must stay as they are.
+    """
+    if isinstance(node, list):
+        for item in node:
+            _hex_ids_to_base64(item)
+        return
+    if not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        if key in _ID_FIELDS:
+            if not isinstance(value, str):
+                raise OtlpError(f"{key} must be a hex string, not {type(value).__name__}")
+            try:
+                raw = bytes.fromhex(value)
+            except ValueError:
+                raise OtlpError(f"{key} is not a hex string: {value[:40]!r}") from None
+            node[key] = base64.b64encode(raw).decode("ascii")
+        elif key in _ID_CONTAINERS:
+            _hex_ids_to_base64(value)
+
+
+def parse_json(data: bytes | str | dict[str, Any], message_type: type[RequestT]) -> RequestT:
+    """Decode an OTLP/JSON request (hex ids, camelCase or proto field names, enums as integers
+    or names, unknown fields ignored); :class:`OtlpError` when it is malformed."""
+    try:
+        obj = json.loads(data) if isinstance(data, (bytes, str)) else data
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise OtlpError(f"malformed JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise OtlpError(f"an OTLP/JSON request is a JSON object, not {type(obj).__name__}")
+    _hex_ids_to_base64(obj)
+    message = message_type()
+    try:
+        json_format.ParseDict(obj, message, ignore_unknown_fields=True)
+    except (json_format.ParseError, RecursionError, ValueError, TypeError) as exc:
+        raise OtlpError(f"malformed OTLP/JSON {message_type.__name__}: {exc}") from None
+    return message
+
+
+def to_json(message: Message) -> str:
+    """Encode a request as one line of OTLP/JSON (hex ids), as the Collector's file exporter
+    writes it."""
+    obj = json_format.MessageToDict(message)
+    _base64_ids_to_hex(obj)
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def _base64_ids_to_hex(node: Any) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _base64_ids_to_hex(item)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key in _ID_FIELDS and isinstance(value, str):
+                node[key] = base64.b64decode(value).hex()
+            elif key in _ID_CONTAINERS:
+                _base64_ids_to_hex(value)
+
+
+# -- values ---------------------------------------------------------------------------------------
+
+
+_SCALARS = frozenset({"string_value", "int_value", "double_value", "bool_value"})
+
+
+def _value(v: AnyValue) -> Any:
+    kind = v.WhichOneof("value")
+    if kind in _SCALARS:
+        return getattr(v, kind)
+    if kind == "array_value":
+        return [_value(x) for x in v.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _value(kv.value) for kv in v.kvlist_value.values}
+    if kind == "bytes_value":
+        return v.bytes_value.hex()  # as literal() writes bytes
+    return None
+
+
+def _attrs(kvs: Iterable[KeyValue]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kv in kvs:  # _value() inlined for scalars: this loop is most of the conversion time
+        v = kv.value
+        kind = v.WhichOneof("value")
+        out[kv.key] = getattr(v, kind) if kind in _SCALARS else _value(v)
+    return out
+
+
+def _scope(scope: Any) -> dict[str, Any]:
+    return {"name": scope.name, "version": scope.version or None}
+
+
+# -- spans ----------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class SpanBatch:
+    """Span records of one request, and what was rejected."""
+
+    #: Span records in request order, each with its ``resource``.
+    records: list[dict[str, Any]] = field(default_factory=list)
+    rejected: int = 0
+    #: The first reason for a rejection, for the partial-success message.
+    error: str = ""
+
+    def reject(self, reason: str) -> None:
+        self.rejected += 1
+        if not self.error:
+            self.error = reason
+
+
+def _span_problem(span: Any, start: int, end: int) -> str:
+    trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
+    if len(trace_id) != 16 or not any(trace_id):
+        return "trace_id must be 16 bytes, not all zero"
+    if len(span_id) != 8 or not any(span_id):
+        return "span_id must be 8 bytes, not all zero"
+    if parent and len(parent) != 8:
+        return "parent_span_id must be empty or 8 bytes"
+    if start > MAX_TIME_UNIX_NANO or end > MAX_TIME_UNIX_NANO:
+        return "a time after the year 9999"
+    if end and end < start:
+        return "end_time_unix_nano before start_time_unix_nano"
+    return ""
+
+
+def _step_arrays_problem(attributes: dict[str, Any]) -> str:
+    for key, value in attributes.items():
+        if key.startswith(_STEP_PREFIX) and isinstance(value, list) and value:
+            numbers = all(isinstance(x, (int, float)) for x in value)
+            if not numbers and not all(isinstance(x, str) for x in value):
+                return f"{key}: a per-step array must hold numbers (or strings) only"
+    return ""
+
+
+def convert_spans(request: ExportTraceServiceRequest) -> SpanBatch:
+    """Turn a trace request into span records (see :func:`records.span_record`)."""
+    batch = SpanBatch()
+    append = batch.records.append
+    for rs in request.resource_spans:
+        resource = _attrs(rs.resource.attributes)
+        for ss in rs.scope_spans:
+            scope = _scope(ss.scope)
+            for span in ss.spans:
+                start, end = span.start_time_unix_nano, span.end_time_unix_nano
+                problem = _span_problem(span, start, end)
+                attributes = _attrs(span.attributes)
+                if not problem:
+                    problem = _step_arrays_problem(attributes)
+                if problem:
+                    batch.reject(problem)
+                    continue
+                parent = span.parent_span_id
+                flags = span.flags
+                status = span.status
+                events = span.events
+                links = span.links
+                append(
+                    {
+                        "trace_id": span.trace_id.hex(),
+                        "span_id": span.span_id.hex(),
+                        "parent_span_id": parent.hex() if parent else None,
+                        "parent_is_remote": bool(parent)
+                        and flags & _HAS_IS_REMOTE != 0
+                        and flags & _IS_REMOTE != 0,
+                        "name": span.name,
+                        "kind": _KINDS.get(span.kind, "UNSPECIFIED"),
+                        "start": start,
+                        "end": end or None,
+                        "status": _STATUSES.get(status.code, "UNSET"),
+                        "status_description": status.message or None,
+                        "attributes": attributes,
+                        "events": [
+                            {
+                                "name": e.name,
+                                "time": e.time_unix_nano,
+                                "attributes": _attrs(e.attributes),
+                            }
+                            for e in events
+                        ]
+                        if events
+                        else [],
+                        "links": [
+                            {
+                                "trace_id": link.trace_id.hex(),
+                                "span_id": link.span_id.hex(),
+                                "attributes": _attrs(link.attributes),
+                            }
+                            for link in links
+                        ]
+                        if links
+                        else [],
+                        "scope": scope,
+                        "resource": resource,
+                    }
+                )
+    return batch
+
+
+# -- metrics --------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ResourcePoints:
+    """The metric point records of one resource in a request."""
+
+    resource: dict[str, Any]
+    points: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class MetricsBatch:
+    """Metric point records of one request, grouped by resource, and what was rejected."""
+
+    groups: list[ResourcePoints] = field(default_factory=list)
+    rejected: int = 0
+    error: str = ""
+
+    def reject(self, reason: str, n: int = 1) -> None:
+        self.rejected += n
+        if not self.error:
+            self.error = reason
+
+    @property
+    def points(self) -> list[dict[str, Any]]:
+        """All point records, in request order."""
+        return [p for g in self.groups for p in g.points]
+
+
+def convert_metrics(request: ExportMetricsServiceRequest) -> MetricsBatch:
+    """Turn a metrics request into metric point records (see :func:`records.metric_points`)."""
+    batch = MetricsBatch()
+    for rm in request.resource_metrics:
+        group = ResourcePoints(_attrs(rm.resource.attributes))
+        append = group.points.append
+        resource = group.resource
+        for sm in rm.scope_metrics:
+            scope = _scope(sm.scope)
+            for metric in sm.metrics:
+                kind = metric.WhichOneof("data")
+                if kind is None:
+                    continue  # a metric without data: nothing to keep, nothing to reject
+                data = getattr(metric, kind)
+                if kind == "summary":
+                    batch.reject("summary metrics are not supported", len(data.data_points))
+                    continue
+                histogram = kind in ("histogram", "exponential_histogram")
+                for point in data.data_points:
+                    if point.flags & _NO_RECORDED_VALUE:
+                        continue
+                    if point.time_unix_nano > MAX_TIME_UNIX_NANO:
+                        batch.reject("a time after the year 9999")
+                        continue
+                    record: dict[str, Any] = {
+                        "resource": resource,
+                        "scope": scope,
+                        "name": metric.name,
+                        "unit": metric.unit,
+                        "description": metric.description,
+                        "type": "exponentialhistogram" if kind == "exponential_histogram" else kind,
+                        "attributes": _attrs(point.attributes),
+                        "start": point.start_time_unix_nano or None,
+                        "time": point.time_unix_nano,
+                    }
+                    if histogram:
+                        if not point.HasField("sum") and point.count:
+                            batch.reject("histogram points without a sum are not supported")
+                            continue
+                        record["count"] = point.count
+                        record["sum"] = point.sum if point.HasField("sum") else 0.0
+                        record["min"] = point.min if point.HasField("min") else None
+                        record["max"] = point.max if point.HasField("max") else None
+                    else:
+                        which = point.WhichOneof("value")
+                        record["value"] = getattr(point, which) if which else None
+                    append(record)
+        if group.points:
+            batch.groups.append(group)
+    return batch

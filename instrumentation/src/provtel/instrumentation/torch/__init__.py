@@ -1,0 +1,483 @@
+"""OpenTelemetry instrumentation for PyTorch training scripts, with no code changes.
+
+Run any PyTorch script as ``opentelemetry-instrument python train.py`` with provtel installed and
+it is traced as a training run:
+
+* a **run** span (``ml.run``): script, command line, Python, torch and CUDA versions, git commit,
+  branch and dirty state, the model (class, parameter count, dtype, device) and every
+  hyperparameter found without code changes: the parsed ``argparse`` arguments
+  (``ml.hparam.<dest>``), optimizer class and param-group settings
+  (``ml.hparam.optimizer.*``, ``optimizer_2`` for a second optimizer), the LR scheduler
+  (``ml.hparam.lr_scheduler.*``) and seeds set through torch, ``random`` and numpy
+  (``ml.hparam.seed.*``). The run ends at exit with status ERROR and the exception when the
+  script failed, called ``sys.exit`` with a non-zero status, or was stopped by a signal;
+* a span per **pass over a DataLoader**: ``ml.epoch`` (``ml.context = training``) when a
+  backward or optimizer step happened in it, ``ml.evaluation`` otherwise (``validation`` after
+  some training, ``test`` before any), with the dataset (class, length, root path) and the
+  loader's batch size, workers and shuffling;
+* **step blocks** (``ml.step_block``), children of their pass, each carrying per-step arrays:
+  start time, duration, data wait, backward and optimizer time, loss, learning rate, batch
+  size, and skipped steps when an AMP ``GradScaler`` is used. A step is one batch when a
+  DataLoader pass is active, else one step of the first optimizer, else one backward. Losses
+  are kept as detached tensors and read once per block, so no device synchronisation is added
+  per step; on CUDA the phase times come from CUDA events read once per block;
+* **checkpoints**: ``torch.save`` / ``torch.load`` as ``ml.checkpoint.save`` / ``.load`` spans
+  with path, size and a SHA-256 digest computed on a background thread (saves to buffers are
+  recorded without a path);
+* live **metrics**: ``ml.step.duration`` (histogram), ``ml.steps``, ``ml.samples``, ``ml.loss``,
+  ``ml.throughput``, recorded once per block.
+
+DataLoader worker processes record nothing. A hook that fails logs once and switches itself
+off; the training is never affected (results are bit-identical with and without it).
+
+Configuration (environment variables, or ``opentelemetry-instrument`` flags):
+
+* ``OTEL_PYTHON_PROVTEL_TORCH_BLOCK_STEPS`` (1000), ``OTEL_PYTHON_PROVTEL_TORCH_BLOCK_SECONDS``
+  (1): a block ends after this many steps or seconds, whichever first, and at the end of
+  its pass;
+* ``OTEL_PYTHON_PROVTEL_TORCH_CHECKPOINT_DIGEST`` (true): hash checkpoint files;
+* ``OTEL_PYTHON_PROVTEL_TORCH_CUDA_EVENTS`` (true): CUDA-event phase times on GPUs.
+
+Disable it with ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=provtel_torch``. In code::
+
+    from provtel.instrumentation.torch import TorchInstrumentor
+    TorchInstrumentor().instrument()
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib
+import logging
+import signal
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Collection
+from typing import Any
+
+import wrapt
+from opentelemetry import metrics, trace
+from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
+    BaseInstrumentor,
+)
+from opentelemetry.instrumentation.utils import unwrap
+from provtel.instrumentation.torch import checkpoint, hparams, loader
+from provtel.instrumentation.torch._guard import Guard
+from provtel.instrumentation.torch.config import Config
+from provtel.instrumentation.torch.package import _instruments
+from provtel.instrumentation.torch.tracker import Tracker, perf
+from provtel.instrumentation.torch.version import __version__
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TorchInstrumentor"]
+
+_SIGNALS = tuple(
+    s for s in (getattr(signal, n, None) for n in ("SIGTERM", "SIGHUP", "SIGINT")) if s is not None
+)
+
+
+class TorchInstrumentor(BaseInstrumentor):
+    """Traces PyTorch training runs (see the module documentation)."""
+
+    def __init__(self) -> None:
+        self._tracker: Tracker | None = None
+        self._patches: list[tuple[Any, str]] = []
+        self._hooks: list[Any] = []
+        self._active = False
+        self._restore: list[Any] = []
+        self._tracer: Any = None
+        self._meter: Any = None
+        self._config = Config()
+        self._last_module: Any = None
+        self._optimizers = 0
+        self._early: dict[str, Any] = {}
+        self._started_ns = time.time_ns()
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return _instruments
+
+    # -- instrument / uninstrument ---------------------------------------------------------
+    def _instrument(self, **kwargs: Any) -> None:
+        self._active = True
+        self._config = Config.from_env(
+            **{
+                k: kwargs.get(k)
+                for k in ("block_steps", "block_seconds", "checkpoint_digest", "cuda_events")
+            }
+        )
+        self._tracer = trace.get_tracer(
+            __name__, __version__, tracer_provider=kwargs.get("tracer_provider")
+        )
+        self._meter = metrics.get_meter(
+            __name__, __version__, meter_provider=kwargs.get("meter_provider")
+        )
+        self._started_ns = time.time_ns()
+        self._watch_exit()
+        atexit.register(self._at_exit)
+        for module, hook in (
+            ("torch", self._on_torch),
+            ("random", self._on_random),
+            ("numpy", self._on_numpy),
+            ("argparse", self._on_argparse),
+        ):
+            wrapt.register_post_import_hook(self._guarded(hook), module)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        self._at_exit()
+        self._active = False
+        atexit.unregister(self._at_exit)
+        for owner, name in reversed(self._patches):
+            unwrap(owner, name)
+        self._patches.clear()
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks.clear()
+        for undo in reversed(self._restore):
+            undo()
+        self._restore.clear()
+        self._tracker = None
+
+    def _guarded(self, hook: Any) -> Any:
+        guard = Guard(f"post-import {hook.__name__}")
+
+        def run(module: Any) -> None:
+            if not (self._active and guard.ok):
+                return
+            try:
+                hook(module)
+            except Exception:
+                guard.fail()
+
+        return run
+
+    def _wrap(self, owner: Any, name: str, wrapper: Any) -> None:
+        wrapt.wrap_function_wrapper(owner, name, wrapper)
+        self._patches.append((owner, name))
+
+    @property
+    def tracker(self) -> Tracker | None:
+        """The tracker of the current process (None before torch is imported)."""
+        return self._tracker
+
+    # -- how the process ends --------------------------------------------------------------
+    def _at_exit(self) -> None:
+        if self._tracker is not None:
+            try:
+                self._tracker.finish()
+            except Exception:
+                logger.exception("provtel: could not end the run cleanly")
+
+    def _note(self, **outcome: Any) -> None:
+        target = self._tracker
+        if target is not None:
+            for key, value in outcome.items():
+                if getattr(target, key) is None:
+                    setattr(target, key, value)
+
+    def _watch_exit(self) -> None:
+        previous_hook = sys.excepthook
+
+        def excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+            self._note(exception=value)
+            previous_hook(kind, value, tb)
+
+        sys.excepthook = excepthook
+        self._restore.append(lambda: setattr(sys, "excepthook", previous_hook))
+
+        previous_exit = sys.exit
+
+        def exit_(status: Any = None) -> Any:
+            self._note(exit_code=status)
+            return previous_exit(status)
+
+        sys.exit = exit_
+        self._restore.append(lambda: setattr(sys, "exit", previous_exit))
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in _SIGNALS:
+            previous = signal.getsignal(signum)
+            if previous in (signal.SIG_IGN, None):
+                continue
+            signal.signal(signum, self._signal_handler(signum, previous))
+            self._restore.append(lambda s=signum, p=previous: signal.signal(s, p))
+
+    def _signal_handler(self, signum: int, previous: Any) -> Any:
+        def handler(received: int, frame: Any) -> None:
+            if received != signal.SIGINT:  # Ctrl-C arrives as KeyboardInterrupt (excepthook)
+                self._note(signal=received)
+            if callable(previous):
+                previous(received, frame)
+            else:  # the default action, but unwinding so that exit handlers run
+                raise SystemExit(128 + received)
+
+        return handler
+
+    # -- post-import hooks -------------------------------------------------------------------
+    def _on_random(self, module: Any) -> None:
+        self._wrap(module, "seed", self._seed_wrapper("random"))
+
+    def _on_numpy(self, module: Any) -> None:
+        self._wrap(module.random, "seed", self._seed_wrapper("numpy"))
+
+    def _on_argparse(self, module: Any) -> None:
+        guard = Guard("argparse")
+
+        def parse_known_args(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            result = wrapped(*args, **kwargs)
+            if guard.ok:
+                try:
+                    self._set_run(hparams.namespace_hparams(result[0]))
+                except Exception:
+                    guard.fail()
+            return result
+
+        self._wrap(module.ArgumentParser, "parse_known_args", parse_known_args)
+
+    def _set_run(self, attributes: dict[str, Any]) -> None:
+        if self._tracker is not None:
+            self._tracker.set_run_attributes(attributes)
+        else:
+            self._early.update(attributes)
+
+    def _seed_wrapper(self, source: str) -> Any:
+        guard = Guard(f"{source} seed")
+
+        def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            if guard.ok:
+                try:
+                    seed = args[0] if args else next(iter(kwargs.values()), None)
+                    if seed is not None:
+                        self._set_run(
+                            {f"{hparams.PREFIX}seed.{source}": hparams.attribute_value(seed)}
+                        )
+                except Exception:
+                    guard.fail()
+            return wrapped(*args, **kwargs)
+
+        return wrapper
+
+    def _on_torch(self, torch: Any) -> None:
+        tracker = Tracker(self._tracer, self._meter, self._config, torch)
+        tracker.started_ns = self._started_ns
+        tracker.pending.update(self._early)
+        self._early = {}
+        self._tracker = tracker
+        if self._config.cuda_events and torch.cuda.is_available():
+            from provtel.instrumentation.torch.cuda import cuda_timer
+
+            tracker.cuda_timer = cuda_timer(torch)
+
+        self._wrap(torch, "manual_seed", self._seed_wrapper("torch"))
+        self._wrap(torch.utils.data.DataLoader, "__iter__", loader.wrap_iter(tracker))
+        self._wrap(torch.autograd, "backward", self._backward(tracker))
+        self._wrap(torch, "save", checkpoint.wrap(tracker, "save", 1))
+        self._wrap(torch, "load", checkpoint.wrap(tracker, "load", 0))
+        self._wrap(torch.nn.Module, "parameters", self._parameters())
+        self._wrap(torch.optim.Optimizer, "__init__", self._optimizer_init(tracker))
+        self._wrap(torch.optim.lr_scheduler.LRScheduler, "__init__", self._scheduler_init(tracker))
+        self._wrap(torch.amp.GradScaler, "scale", self._scaler_scale(tracker))
+        self._wrap(torch.amp.GradScaler, "step", self._scaler_step(tracker))
+        optim = importlib.import_module("torch.optim.optimizer")  # deleted from torch.optim
+        self._hooks.append(optim.register_optimizer_step_pre_hook(self._optimizer_pre(tracker)))
+        self._hooks.append(optim.register_optimizer_step_post_hook(self._optimizer_post(tracker)))
+
+    # -- training hooks ----------------------------------------------------------------------
+    def _backward(self, tracker: Tracker) -> Any:
+        guard = Guard("backward")
+        timer_of = tracker
+
+        def backward(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            if not (guard.ok and tracker.enabled):
+                return wrapped(*args, **kwargs)
+            t0 = perf()
+            cuda = None
+            try:
+                tensors = args[0] if args else kwargs.get("tensors")
+                tracker.ensure_step(t0)
+                rec = tracker.recorder
+                if rec.open:
+                    if (
+                        not tracker.step_from_loader
+                        and not tracker.optimizer_seen
+                        and rec.had_backward
+                    ):
+                        # no optimizer: a step runs from one backward to the next
+                        tracker.end_step(t0)
+                        tracker.begin_step(t0, None, False)
+                    tracker.mark_training(tracker.current_pass())
+                    if rec.loss is None:
+                        rec.loss = _loss_of(tracker, tensors)
+                    if timer_of.cuda_timer is not None and getattr(tensors, "is_cuda", False):
+                        cuda = timer_of.cuda_timer.mark()
+            except Exception:
+                guard.fail()
+            result = wrapped(*args, **kwargs)
+            try:
+                rec = tracker.recorder
+                if rec.open:
+                    rec.backward_ns += perf() - t0
+                    rec.had_backward = True
+                    if cuda is not None and rec.block is not None:
+                        rec.block.cuda_intervals.append(
+                            (len(rec.block), "b", cuda, timer_of.cuda_timer.mark())
+                        )
+            except Exception:
+                guard.fail()
+            return result
+
+        return backward
+
+    def _optimizer_pre(self, tracker: Tracker) -> Any:
+        guard = Guard("optimizer step (pre)")
+
+        def pre(optimizer: Any, args: Any, kwargs: Any) -> None:
+            if not (guard.ok and tracker.enabled):
+                return
+            try:
+                now = perf()
+                tracker.ensure_step(now)
+                tracker.mark_training(tracker.current_pass())
+                tracker.optimizer_pre = now
+                if tracker.cuda_timer is not None and _on_cuda(optimizer):
+                    tracker.optimizer_event = tracker.cuda_timer.mark()
+            except Exception:
+                guard.fail()
+
+        return pre
+
+    def _optimizer_post(self, tracker: Tracker) -> Any:
+        guard = Guard("optimizer step (post)")
+
+        def post(optimizer: Any, args: Any, kwargs: Any) -> None:
+            if not (guard.ok and tracker.enabled):
+                return
+            try:
+                now = perf()
+                key = id(optimizer)
+                tracker.optimizer_calls[key] = tracker.optimizer_calls.get(key, 0) + 1
+                _step_done(tracker, optimizer, now, skipped=False)
+            except Exception:
+                guard.fail()
+
+        return post
+
+    def _scaler_scale(self, tracker: Tracker) -> Any:
+        def scale(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            result = wrapped(*args, **kwargs)
+            outputs = args[0] if args else kwargs.get("outputs")
+            if getattr(outputs, "numel", None) is not None:
+                tracker.scaled = (result, outputs)  # backward sees the scaled loss
+            return result
+
+        return scale
+
+    def _scaler_step(self, tracker: Tracker) -> Any:
+        guard = Guard("GradScaler.step")
+
+        def step(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            optimizer = args[0] if args else kwargs.get("optimizer")
+            before = tracker.optimizer_calls.get(id(optimizer), 0)
+            result = wrapped(*args, **kwargs)
+            if guard.ok and tracker.enabled:
+                try:
+                    tracker.uses_scaler = True
+                    if tracker.optimizer_calls.get(id(optimizer), 0) == before:
+                        # inf/NaN gradients: GradScaler skipped optimizer.step()
+                        tracker.ensure_step(perf())
+                        tracker.recorder.skipped = 1
+                        _step_done(tracker, optimizer, perf(), skipped=True)
+                except Exception:
+                    guard.fail()
+            return result
+
+        return step
+
+    def _parameters(self) -> Any:
+        def parameters(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            with contextlib.suppress(TypeError):  # modules without weakref support
+                self._last_module = weakref.ref(instance)
+            return wrapped(*args, **kwargs)
+
+        return parameters
+
+    def _optimizer_init(self, tracker: Tracker) -> Any:
+        guard = Guard("optimizer construction")
+
+        def init(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            result = wrapped(*args, **kwargs)
+            if guard.ok and tracker.active():
+                try:
+                    self._optimizers += 1
+                    found = hparams.optimizer_hparams(instance, self._optimizers)
+                    module = self._last_module() if self._last_module is not None else None
+                    if module is not None and self._optimizers == 1:
+                        found.update(hparams.model_attributes(module))
+                    tracker.set_run_attributes(found)
+                except Exception:
+                    guard.fail()
+            return result
+
+        return init
+
+    def _scheduler_init(self, tracker: Tracker) -> Any:
+        guard = Guard("LR scheduler construction")
+
+        def init(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            result = wrapped(*args, **kwargs)
+            if guard.ok and tracker.active():
+                try:
+                    tracker.set_run_attributes(hparams.scheduler_hparams(instance))
+                except Exception:
+                    guard.fail()
+            return result
+
+        return init
+
+
+def _loss_of(tracker: Tracker, tensors: Any) -> Any:
+    if isinstance(tensors, (list, tuple)):
+        tensors = tensors[0] if len(tensors) == 1 else None
+    if tensors is None:
+        return None
+    scaled = tracker.scaled
+    if scaled is not None and scaled[0] is tensors:
+        tensors = scaled[1]  # AMP: record the loss the script computed, not the scaled one
+        tracker.scaled = None
+    if tensors.numel() != 1:
+        return None
+    return tensors.detach()
+
+
+def _on_cuda(optimizer: Any) -> bool:
+    groups = getattr(optimizer, "param_groups", None) or [{}]
+    params = groups[0].get("params") or []
+    return bool(params) and bool(getattr(params[0], "is_cuda", False))
+
+
+def _step_done(tracker: Tracker, optimizer: Any, now: int, skipped: bool) -> None:
+    rec = tracker.recorder
+    if not rec.open:
+        return
+    if tracker.optimizer_event is not None and rec.block is not None:
+        rec.block.cuda_intervals.append(
+            (len(rec.block), "o", tracker.optimizer_event, tracker.cuda_timer.mark())
+        )
+    tracker.optimizer_event = None
+    if tracker.optimizer_pre:
+        rec.optimizer_ns += now - tracker.optimizer_pre
+        tracker.optimizer_pre = 0
+    if tracker.primary_optimizer is None:
+        tracker.primary_optimizer = weakref.ref(optimizer)
+    tracker.optimizer_seen = True
+    primary = tracker.primary_optimizer() is optimizer
+    if primary:
+        groups = getattr(optimizer, "param_groups", None)
+        if groups:
+            rec.lr = hparams.finite_or_nan(groups[0].get("lr"))
+        if not tracker.step_from_loader:
+            tracker.end_step(now)

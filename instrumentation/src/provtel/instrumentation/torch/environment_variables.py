@@ -1,0 +1,36 @@
+"""Environment variables read by the PyTorch instrumentation.
+
+``opentelemetry-instrument`` turns each into a command-line flag:
+``OTEL_PYTHON_PROVTEL_TORCH_BLOCK_STEPS`` becomes ``--provtel_torch_block_steps``.
+"""
+
+OTEL_PYTHON_PROVTEL_TORCH_BLOCK_STEPS = "OTEL_PYTHON_PROVTEL_TORCH_BLOCK_STEPS"
+"""
+.. envvar:: OTEL_PYTHON_PROVTEL_TORCH_BLOCK_STEPS
+
+Most steps in one step block (one ``ml.step_block`` span with per-step arrays). Default: 1000.
+"""
+
+OTEL_PYTHON_PROVTEL_TORCH_BLOCK_SECONDS = "OTEL_PYTHON_PROVTEL_TORCH_BLOCK_SECONDS"
+"""
+.. envvar:: OTEL_PYTHON_PROVTEL_TORCH_BLOCK_SECONDS
+
+Longest time a step block covers before it is ended, in seconds (so live backends and the
+journal stay fresh on slow steps). Default: 10.
+"""
+
+OTEL_PYTHON_PROVTEL_TORCH_CHECKPOINT_DIGEST = "OTEL_PYTHON_PROVTEL_TORCH_CHECKPOINT_DIGEST"
+"""
+.. envvar:: OTEL_PYTHON_PROVTEL_TORCH_CHECKPOINT_DIGEST
+
+``true`` (default) or ``false``: compute the SHA-256 digest of each checkpoint written or read
+with ``torch.save``/``torch.load``, on a background thread.
+"""
+
+OTEL_PYTHON_PROVTEL_TORCH_CUDA_EVENTS = "OTEL_PYTHON_PROVTEL_TORCH_CUDA_EVENTS"
+"""
+.. envvar:: OTEL_PYTHON_PROVTEL_TORCH_CUDA_EVENTS
+
+``true`` (default) or ``false``: on CUDA, time backward and optimizer steps with CUDA events
+(read once per block, no synchronisation per step) instead of host wall time.
+"""

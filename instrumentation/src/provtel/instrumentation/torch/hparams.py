@@ -1,0 +1,152 @@
+"""Hyperparameters and inputs found without code changes, as OpenTelemetry attribute values."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from provtel.semconv import attributes as sc
+
+PREFIX = "ml.hparam."
+_SCALARS = (bool, int, float, str)
+_SCHEDULER_SKIP = {"base_lrs", "last_epoch", "verbose", "optimizer"}
+_ROOT_ATTRS = ("root", "root_dir", "data_dir", "path", "data_path", "dataset_path")
+
+
+def attribute_value(value: Any) -> Any:
+    """A value OpenTelemetry accepts: a scalar, a homogeneous list of scalars, or its string."""
+    if isinstance(value, _SCALARS):
+        return value
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "numel", lambda: 2)() == 1:
+        try:
+            return item()  # a 0-d tensor (learning rate as a tensor)
+        except Exception:
+            return str(value)
+    if isinstance(value, (list, tuple)) and value:
+        kinds = {type(v) for v in value}
+        if len(kinds) == 1 and kinds.pop() in _SCALARS:
+            return list(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return str(value)
+
+
+def optimizer_hparams(optimizer: Any, index: int) -> dict[str, Any]:
+    """The optimizer's class and its first param group's settings (``ml.hparam.optimizer.*``).
+
+    ``index`` numbers optimizers in construction order; the first is ``optimizer``, the next
+    ``optimizer_2`` and so on (a GAN has two).
+    """
+    name = "optimizer" if index == 1 else f"optimizer_{index}"
+    out: dict[str, Any] = {PREFIX + name: type(optimizer).__name__}
+    groups = getattr(optimizer, "param_groups", None) or []
+    if groups:
+        for key, value in groups[0].items():
+            if key == "params" or value is None:
+                continue
+            out[f"{PREFIX}{name}.{key}"] = attribute_value(value)
+        if len(groups) > 1:
+            out[f"{PREFIX}{name}.param_groups"] = len(groups)
+    return out
+
+
+def scheduler_hparams(scheduler: Any) -> dict[str, Any]:
+    """The LR scheduler's class and its scalar settings (``ml.hparam.lr_scheduler.*``)."""
+    out: dict[str, Any] = {PREFIX + "lr_scheduler": type(scheduler).__name__}
+    for key, value in vars(scheduler).items():
+        if key.startswith("_") or key in _SCHEDULER_SKIP:
+            continue
+        if isinstance(value, _SCALARS) or (
+            isinstance(value, (list, tuple))
+            and value
+            and all(isinstance(v, (int, float)) for v in value)
+        ):
+            out[f"{PREFIX}lr_scheduler.{key}"] = attribute_value(value)
+    return out
+
+
+def namespace_hparams(namespace: Any) -> dict[str, Any]:
+    """Parsed argparse arguments (``ml.hparam.<dest>``)."""
+    try:
+        items = vars(namespace).items()
+    except TypeError:
+        return {}
+    return {PREFIX + str(k): attribute_value(v) for k, v in items if v is not None}
+
+
+def model_attributes(model: Any) -> dict[str, Any]:
+    """Class, parameter count, dtype and device of a model (compiled models: the original)."""
+    original = getattr(model, "_orig_mod", model)
+    out: dict[str, Any] = {sc.ML_MODEL_CLASS: type(original).__name__}
+    count = 0
+    first = None
+    for p in original.parameters():
+        count += p.numel()
+        if first is None:
+            first = p
+    out[sc.ML_MODEL_PARAMETERS] = count
+    if first is not None:
+        out[sc.ML_MODEL_DTYPE] = str(first.dtype).removeprefix("torch.")
+        out[sc.ML_MODEL_DEVICE] = str(first.device)
+    return out
+
+
+def _length(obj: Any) -> int | None:
+    try:
+        n = len(obj)
+    except Exception:  # iterable datasets have no length
+        return None
+    return n if isinstance(n, int) else None
+
+
+def loader_attributes(loader: Any) -> dict[str, Any]:
+    """Dataset and DataLoader settings of a pass (``ml.dataset.*``, ``ml.dataloader.*``)."""
+    out: dict[str, Any] = {}
+    dataset = getattr(loader, "dataset", None)
+    if dataset is not None:
+        inner = dataset
+        while type(inner).__name__ == "Subset" and hasattr(inner, "dataset"):
+            inner = inner.dataset  # name a Subset after what it subsets
+        out[sc.ML_DATASET_CLASS] = type(dataset).__name__
+        root = next(
+            (
+                getattr(inner, a)
+                for a in _ROOT_ATTRS
+                if isinstance(getattr(inner, a, None), (str, os.PathLike))
+            ),
+            None,
+        )
+        if root is not None:
+            out[sc.ML_DATASET_PATH] = os.path.abspath(os.fspath(root))
+            out[sc.ML_DATASET_NAME] = os.path.basename(os.path.normpath(os.fspath(root)))
+        else:
+            out[sc.ML_DATASET_NAME] = type(inner).__name__
+        size = _length(dataset)
+        if size is not None:
+            out[sc.ML_DATASET_SIZE] = size
+    batch_size = getattr(loader, "batch_size", None)
+    if isinstance(batch_size, int):
+        out[sc.ML_DATALOADER_BATCH_SIZE] = batch_size
+    out[sc.ML_DATALOADER_NUM_WORKERS] = int(getattr(loader, "num_workers", 0) or 0)
+    sampler = getattr(loader, "sampler", None)
+    out[sc.ML_DATALOADER_SHUFFLE] = type(sampler).__name__ == "RandomSampler"
+    out[sc.ML_DATALOADER_PERSISTENT_WORKERS] = bool(getattr(loader, "persistent_workers", False))
+    return out
+
+
+def flatten(prefix: str, mapping: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    """``prefix + key`` pairs with attribute-safe values."""
+    for key, value in mapping.items():
+        yield prefix + key, attribute_value(value)
+
+
+def finite_or_nan(value: Any) -> float:
+    """A float learning rate (tensor or number); NaN when it cannot be read."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return f

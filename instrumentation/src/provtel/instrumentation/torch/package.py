@@ -1,0 +1,3 @@
+"""The libraries this instrumentation instruments (mirrored by the ``instruments`` extra)."""
+
+_instruments = ("torch >= 2.1",)

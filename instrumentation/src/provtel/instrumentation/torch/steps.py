@@ -1,0 +1,117 @@
+"""The step recorder: per-step values in plain lists, handed over as one block.
+
+A *step* is one batch when a DataLoader pass is active; without a DataLoader it is one step of
+the first optimizer that stepped (a GAN's second optimizer adds to the same step), and without
+any optimizer it runs from one backward to the next. Recording a step costs a few list appends
+and ``perf_counter_ns`` calls; the loss stays a detached tensor until the block is read, so no
+device synchronisation is added per step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+_NS = 1e-9
+
+
+@dataclass(slots=True)
+class Block:
+    """The arrays of one block of consecutive steps (all the same length)."""
+
+    first: int
+    start_ns: list[int] = field(default_factory=list)  # Unix ns
+    duration_ns: list[int] = field(default_factory=list)
+    data_wait_ns: list[int] = field(default_factory=list)
+    backward_ns: list[int] = field(default_factory=list)
+    optimizer_ns: list[int] = field(default_factory=list)
+    losses: list[Any] = field(default_factory=list)  # detached tensors, floats or None
+    lr: list[float] = field(default_factory=list)
+    batch_size: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    cuda_intervals: list[Any] = field(default_factory=list)
+    uses_loader: bool = False
+    uses_scaler: bool = False
+
+    def __len__(self) -> int:
+        return len(self.duration_ns)
+
+
+class StepRecorder:
+    """Collects the current step's phases and appends finished steps to the open block."""
+
+    __slots__ = (
+        "_offset",
+        "backward_ns",
+        "batch_size",
+        "block",
+        "data_wait_ns",
+        "had_backward",
+        "loss",
+        "lr",
+        "next_index",
+        "open",
+        "optimizer_ns",
+        "skipped",
+        "start",
+    )
+
+    def __init__(self) -> None:
+        # perf_counter_ns is monotonic and cheap; Unix time = perf + offset (fixed at start).
+        self._offset = time.time_ns() - time.perf_counter_ns()
+        self.next_index = 0
+        self.block: Block | None = None
+        self.open = False
+        self._reset(0)
+
+    def _reset(self, start: int) -> None:
+        self.start = start
+        self.data_wait_ns = 0
+        self.backward_ns = 0
+        self.optimizer_ns = 0
+        self.loss: Any = None
+        self.lr = math.nan
+        self.batch_size = -1
+        self.skipped = 0
+        self.had_backward = False
+
+    def unix_ns(self, perf_ns: int) -> int:
+        """Convert a ``perf_counter_ns`` reading to Unix nanoseconds."""
+        return perf_ns + self._offset
+
+    def begin(self, now: int) -> None:
+        """Open a step at ``now`` (perf ns)."""
+        self._reset(now)
+        self.open = True
+        if self.block is None:
+            self.block = Block(self.next_index)
+
+    def end(self, now: int) -> None:
+        """Close the open step at ``now`` and append it to the block."""
+        if not self.open:
+            return
+        self.open = False
+        block = self.block
+        assert block is not None  # created by begin()
+        block.start_ns.append(self.start + self._offset)
+        block.duration_ns.append(now - self.start)
+        block.data_wait_ns.append(self.data_wait_ns)
+        block.backward_ns.append(self.backward_ns)
+        block.optimizer_ns.append(self.optimizer_ns)
+        block.losses.append(self.loss)
+        block.lr.append(self.lr)
+        block.batch_size.append(self.batch_size)
+        block.skipped.append(self.skipped)
+        self.next_index += 1
+
+    def take_block(self) -> Block | None:
+        """Hand over the open block (None when empty) and start a new one."""
+        block, self.block = self.block, None
+        return block if block is not None and len(block) else None
+
+
+def seconds(values_ns: list[int]) -> list[float]:
+    """Nanoseconds to seconds (semantic conventions use seconds)."""
+    return [v * _NS for v in values_ns]

@@ -1,0 +1,511 @@
+"""The state of one instrumented training process: run, passes, steps and blocks.
+
+Every hook calls into one :class:`Tracker`. It creates the run span lazily, at the first
+training activity (a DataLoader pass, a backward, an optimizer step, a checkpoint), so that
+processes which only import torch (DataLoader workers started with spawn, tools) record nothing;
+the run still starts at the time the process was instrumented. Pass spans are children of the
+run and block spans children of their pass; none of them is made the current span, so user code
+keeps its own context (the run span is current for user spans).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.metrics import Meter
+from opentelemetry.trace import Span, Status, StatusCode, Tracer
+from provtel.instrumentation import activity
+from provtel.instrumentation.torch.config import Config
+from provtel.instrumentation.torch.hparams import loader_attributes
+from provtel.instrumentation.torch.steps import Block, StepRecorder, seconds
+from provtel.semconv import activities as act
+from provtel.semconv import attributes as sc
+from provtel.semconv import metrics as mc
+from provtel.semconv import spans
+
+logger = logging.getLogger("provtel.instrumentation.torch")
+perf = time.perf_counter_ns
+
+
+class Pass:
+    """One pass over a DataLoader: an epoch when it trains, an evaluation pass otherwise."""
+
+    __slots__ = (
+        "attributes",
+        "batches",
+        "context",
+        "dataset",
+        "end_ns",
+        "ended",
+        "epoch",
+        "handle",
+        "pending",
+        "span",
+        "training",
+    )
+
+    def __init__(
+        self, span: Span, attributes: dict[str, Any], handle: activity.Handle, dataset: int
+    ) -> None:
+        self.span = span
+        self.attributes = attributes
+        self.handle = handle
+        self.dataset = dataset  # identity of the dataset object, to tell validation from test
+        self.training = False
+        self.context: str | None = None  # decided when the pass ends (training) or later
+        self.epoch: int | None = None
+        self.batches = 0
+        self.ended = False
+        self.end_ns = 0
+        self.pending: list[tuple[dict[str, Any], Block, list[float]]] = []
+
+
+class Tracker:
+    """Run, pass and step bookkeeping shared by all hooks of the PyTorch instrumentation."""
+
+    def __init__(self, tracer: Tracer, meter: Meter, config: Config, torch: Any) -> None:
+        self.tracer = tracer
+        self.config = config
+        self.torch = torch
+        self.started_ns = time.time_ns()
+        self.pid = os.getpid()
+        self.enabled = True
+        self.recorder = StepRecorder()
+        self.run_span: Span | None = None
+        self.run_context: otel_context.Context | None = None
+        self._run_handle: activity.Handle = []
+        self._context_token: object | None = None
+        self.pending: dict[str, Any] = {}
+        # passes and steps
+        self._passes: list[Pass] = []
+        self._undecided: list[Pass] = []  # evaluation passes: validation or test?
+        self._validation_datasets: set[int] = set()
+        self._dataset_names: dict[int, str] = {}
+        self.step_pass: Pass | None = None  # pass of the open step
+        self.step_from_loader = False
+        self.block_pass: Pass | None = None  # pass of the open block
+        self.block_started = 0
+        self.block_handle: activity.Handle = []
+        self.training_passes = 0
+        self.eval_passes = 0
+        self.last_boundary = 0
+        self.primary_optimizer: Any = None
+        self.optimizer_seen = False
+        self.optimizer_pre = 0
+        self.optimizer_calls: dict[int, int] = {}
+        self.uses_scaler = False
+        self.scaled: tuple[Any, Any] | None = None  # (scaled loss, unscaled loss)
+        self.cuda_timer: Any = None
+        self.optimizer_event: Any = None  # CUDA event at the optimizer pre-hook
+        # outcome of the process
+        self.exception: BaseException | None = None
+        self.exit_code: Any = None
+        self.signal: int | None = None
+        self.digests = ThreadPoolExecutor(max_workers=1, thread_name_prefix="provtel-digest")
+        # live metrics
+        self.step_duration = meter.create_histogram(
+            mc.ML_STEP_DURATION, unit="s", description="Duration of training steps."
+        )
+        self.steps = meter.create_counter(
+            mc.ML_STEPS, unit="{step}", description="Training steps taken."
+        )
+        self.samples = meter.create_counter(
+            mc.ML_SAMPLES, unit="{sample}", description="Training samples processed."
+        )
+        self.loss_gauge = meter.create_gauge(
+            mc.ML_LOSS, unit="1", description="Loss of the latest step."
+        )
+        self.throughput = meter.create_gauge(
+            mc.ML_THROUGHPUT,
+            unit="{sample}/s",
+            description="Samples per second over the last block.",
+        )
+
+    # -- the run ---------------------------------------------------------------------------
+    def active(self) -> bool:
+        """False in forked children (DataLoader workers) and after the run ended."""
+        return self.enabled and os.getpid() == self.pid
+
+    def ensure_run(self) -> Context | None:
+        """The run's context, creating the run span at the first training activity."""
+        if self.run_context is not None:
+            return self.run_context
+        if not self.active():
+            return None
+        attributes = {**run_attributes(self.torch), **self.pending}
+        self.pending = {}
+        self._run_handle = activity.begin(act.RUN)
+        self.run_span = self.tracer.start_span(
+            spans.RUN,
+            context=otel_context.Context(),
+            start_time=self.started_ns,
+            attributes=attributes,
+        )
+        self.run_context = trace.set_span_in_context(self.run_span, otel_context.Context())
+        if threading.current_thread() is threading.main_thread():
+            # user spans created from now on are children of the run
+            self._context_token = otel_context.attach(self.run_context)
+        threading.Thread(target=self._add_git, name="provtel-git", daemon=True).start()
+        return self.run_context
+
+    def _add_git(self) -> None:
+        span = self.run_span
+        attributes = git_attributes()
+        if span is not None and span.is_recording():
+            span.set_attributes(attributes)
+
+    def set_run_attributes(self, attributes: dict[str, Any]) -> None:
+        """Attributes of the run (hyperparameters, model): set now or when the run starts."""
+        if self.run_span is not None:
+            self.run_span.set_attributes(attributes)
+        else:
+            self.pending.update(attributes)
+
+    def finish(self) -> None:
+        """End everything at exit (or uninstrument): open step, block, passes, the run."""
+        if not self.active():
+            return
+        now = perf()
+        self.end_step(now)
+        self.flush_block()
+        for p in list(self._open_passes):
+            self.end_pass(p, now)
+        self._decide(None)
+        self.digests.shutdown(wait=True)
+        self.enabled = False
+        span = self.run_span
+        if span is None:
+            return
+        span.set_attributes(activity.finish(act.RUN, self._run_handle))
+        if self.exception is not None:
+            span.record_exception(self.exception)
+            span.set_status(
+                Status(StatusCode.ERROR, f"{type(self.exception).__name__}: {self.exception}")
+            )
+        elif self.signal is not None:
+            import signal as _signal
+
+            name = _signal.Signals(self.signal).name
+            span.add_event(
+                "exception",
+                {sc.EXCEPTION_TYPE: "SystemExit", sc.EXCEPTION_MESSAGE: f"terminated by {name}"},
+            )
+            span.set_status(Status(StatusCode.ERROR, f"terminated by {name}"))
+        elif self.exit_code not in (None, 0):
+            span.add_event(
+                "exception",
+                {sc.EXCEPTION_TYPE: "SystemExit", sc.EXCEPTION_MESSAGE: str(self.exit_code)},
+            )
+            span.set_status(Status(StatusCode.ERROR, f"sys.exit({self.exit_code!r})"))
+        span.end()
+        if self._context_token is not None:
+            # The run was attached when it started; at exit nothing else depends on it.
+            self._context_token = None
+
+    # -- passes ----------------------------------------------------------------------------
+    @property
+    def _open_passes(self) -> list[Pass]:
+        return [p for p in self._passes if not p.ended]
+
+    def start_pass(self, loader: Any) -> Pass | None:
+        ctx = self.ensure_run()
+        if ctx is None:
+            return None
+        self._passes = [p for p in self._passes if not p.ended]
+        attributes = loader_attributes(loader)
+        dataset = getattr(loader, "dataset", loader)
+        name = self._dataset_names.get(id(dataset))
+        if name is None:
+            base = str(attributes.get(sc.ML_DATASET_NAME, "dataset"))
+            n = sum(1 for v in self._dataset_names.values() if v.split("#")[0] == base) + 1
+            name = self._dataset_names[id(dataset)] = base if n == 1 else f"{base}#{n}"
+        attributes[sc.ML_DATASET_NAME] = name
+        span = self.tracer.start_span(spans.EVALUATION, context=ctx, attributes=attributes)
+        p = Pass(span, attributes, activity.begin(act.EVALUATION), id(dataset))
+        self._passes.append(p)
+        return p
+
+    def mark_training(self, p: Pass | None) -> None:
+        """Backward or an optimizer step happened in pass ``p``: it is a training epoch."""
+        if p is not None and not p.training:
+            p.training = True
+            p.context = act.TRAINING
+            p.epoch = self.training_passes
+            self.training_passes += 1
+            # Evaluation passes between training epochs were validation.
+            self._decide(act.VALIDATION)
+
+    def _decide(self, context: str | None) -> None:
+        """Write the evaluation passes waiting for their context (``None``: by dataset)."""
+        undecided, self._undecided = self._undecided, []
+        for p in undecided:
+            if context is not None:
+                chosen = context
+            else:  # at the end: a dataset validated on before is validation, else a test
+                chosen = act.VALIDATION if p.dataset in self._validation_datasets else act.TEST
+            if chosen == act.VALIDATION:
+                self._validation_datasets.add(p.dataset)
+            p.context = chosen
+            for attributes, block, losses in p.pending:
+                self._send_block(attributes, block, losses, p)
+            p.pending.clear()
+            p.span.set_attribute(sc.ML_CONTEXT, chosen)
+            p.span.end(end_time=p.end_ns)
+
+    def pass_context(self, p: Pass | None) -> str:
+        if p is None:
+            return act.TRAINING
+        return p.context or (act.TRAINING if p.training else act.VALIDATION)
+
+    def end_pass(self, p: Pass, now: int) -> None:
+        if p.ended:
+            return
+        if self.step_pass is p:
+            self.end_step(now)
+        if self.block_pass is p:
+            self.flush_block()
+        p.ended = True
+        p.end_ns = self.recorder.unix_ns(now)
+        attributes: dict[str, Any] = {sc.ML_PASS_BATCHES: p.batches}
+        if p.training:
+            p.span.update_name(spans.EPOCH)
+            attributes[sc.ML_ACTIVITY] = act.EPOCH
+            attributes[sc.ML_CONTEXT] = act.TRAINING
+            attributes[sc.ML_EPOCH] = p.epoch
+            attributes[sc.ML_PASS_INDEX] = p.epoch
+            attributes.update(activity.finish(act.EPOCH, p.handle))
+            p.span.set_attributes(attributes)
+            p.span.end(end_time=p.end_ns)
+            return
+        attributes[sc.ML_ACTIVITY] = act.EVALUATION
+        attributes[sc.ML_PASS_INDEX] = self.eval_passes
+        self.eval_passes += 1
+        if self.training_passes:
+            attributes[sc.ML_EPOCH] = self.training_passes - 1
+        attributes.update(activity.finish(act.EVALUATION, p.handle))
+        p.span.set_attributes(attributes)
+        if not self.training_passes:
+            p.context = act.TEST  # no training before it: an evaluation-only run
+            self._undecided.append(p)
+            self._decide(act.TEST)
+        else:
+            # validation if training follows, else decided at the end (ended then, same times)
+            self._undecided.append(p)
+
+    # -- steps -----------------------------------------------------------------------------
+    def begin_step(self, now: int, p: Pass | None, from_loader: bool) -> None:
+        if self.block_pass is not p and self.recorder.block is not None:
+            self.flush_block()
+        if self.recorder.block is None:
+            self.block_pass = p
+            self.block_started = now
+            self.block_handle = activity.begin(act.STEP_BLOCK)
+        self.recorder.begin(now)  # creates the block
+        self.step_pass = p
+        self.step_from_loader = from_loader
+
+    def end_step(self, now: int) -> None:
+        rec = self.recorder
+        if not rec.open:
+            return
+        rec.end(now)
+        self.last_boundary = now
+        block = rec.block
+        if block is not None and (
+            len(block) >= self.config.block_steps
+            or now - self.block_started >= self.config.block_seconds * 1e9
+        ):
+            self.flush_block()
+
+    def current_pass(self) -> Pass | None:
+        p = self.step_pass
+        return p if p is not None and not p.ended else None
+
+    def ensure_step(self, now: int) -> None:
+        """A backward or optimizer step outside a loader step opens a step."""
+        if not self.recorder.open:
+            if self.ensure_run() is None:
+                return
+            self.begin_step(self.last_boundary or now, None, False)
+
+    def flush_block(self) -> None:
+        block = self.recorder.take_block()
+        if block is None:
+            return
+        p = self.block_pass
+        if p is None and self.run_span is None:
+            return
+        attributes, losses = self._block_attributes(block, p)
+        if p is not None and p.context is None and not p.training:
+            p.pending.append((attributes, block, losses))  # sent once validation/test is known
+        else:
+            self._send_block(attributes, block, losses, p)
+
+    def _block_attributes(self, block: Block, p: Pass | None) -> tuple[dict[str, Any], list[float]]:
+        if block.cuda_intervals and self.cuda_timer is not None:
+            self._apply_cuda_times(block)
+        losses = loss_values(self.torch, block.losses)
+        block.losses = []  # release the tensors
+        attributes: dict[str, Any] = {
+            sc.ML_ACTIVITY: act.STEP_BLOCK,
+            sc.ML_STEP_FIRST: block.first,
+            sc.ML_STEP_COUNT: len(block),
+            sc.ML_STEP_START: block.start_ns,
+            sc.ML_STEP_DURATION: seconds(block.duration_ns),
+            sc.ML_STEP_BACKWARD: seconds(block.backward_ns),
+            sc.ML_STEP_OPTIMIZER: seconds(block.optimizer_ns),
+        }
+        if p is not None and p.epoch is not None:
+            attributes[sc.ML_EPOCH] = p.epoch
+        elif p is not None and self.training_passes:
+            attributes[sc.ML_EPOCH] = self.training_passes - 1
+        if any(block.data_wait_ns):
+            attributes[sc.ML_STEP_DATA_WAIT] = seconds(block.data_wait_ns)
+        if any(v == v for v in losses):  # not all NaN
+            attributes[sc.ML_STEP_LOSS] = losses
+        if any(v == v for v in block.lr):
+            attributes[sc.ML_STEP_LEARNING_RATE] = block.lr
+        if any(b >= 0 for b in block.batch_size):
+            attributes[sc.ML_STEP_BATCH_SIZE] = block.batch_size
+        if self.uses_scaler:
+            attributes[sc.ML_STEP_SKIPPED] = block.skipped
+        attributes.update(activity.finish(act.STEP_BLOCK, self.block_handle))
+        self.block_handle = []
+        return attributes, losses
+
+    def _send_block(
+        self, attributes: dict[str, Any], block: Block, losses: list[float], p: Pass | None
+    ) -> None:
+        context = self.pass_context(p)
+        attributes[sc.ML_CONTEXT] = context
+        parent = p.span if p is not None else self.run_span
+        if parent is None:
+            return
+        start = block.start_ns[0]
+        end = block.start_ns[-1] + block.duration_ns[-1]
+        span = self.tracer.start_span(
+            spans.STEP_BLOCK,
+            context=trace.set_span_in_context(parent),
+            start_time=start,
+            attributes=attributes,
+        )
+        span.end(end_time=end)
+        self._record_metrics(context, block, losses, end - start)
+
+    def _record_metrics(
+        self, context: str, block: Block, losses: list[float], span_ns: int
+    ) -> None:
+        labels = {sc.ML_CONTEXT: context}
+        for d in block.duration_ns:
+            self.step_duration.record(d * 1e-9, labels)
+        self.steps.add(len(block), labels)
+        samples = sum(b for b in block.batch_size if b > 0)
+        if samples:
+            self.samples.add(samples, labels)
+            if span_ns > 0:
+                self.throughput.set(samples / (span_ns * 1e-9), labels)
+        finite = [v for v in losses if v == v]
+        if finite:
+            self.loss_gauge.set(finite[-1], labels)
+
+    def _apply_cuda_times(self, block: Block) -> None:
+        times = self.cuda_timer.read_ns([(k, s, e) for _i, k, s, e in block.cuda_intervals])
+        backward = [0] * len(block)
+        optimizer = [0] * len(block)
+        for (i, kind, _s, _e), ns in zip(block.cuda_intervals, times, strict=True):
+            if i < len(block):
+                (backward if kind == "b" else optimizer)[i] += ns
+        block.backward_ns, block.optimizer_ns = backward, optimizer
+        block.cuda_intervals = []
+
+
+def loss_values(torch: Any, losses: list[Any]) -> list[float]:
+    """Read the block's losses: one transfer for device tensors, NaN where there was none."""
+    out = [float("nan")] * len(losses)
+    device = [i for i, v in enumerate(losses) if v is not None and getattr(v, "is_cuda", False)]
+    if device:
+        values = torch.stack([losses[i].float() for i in device]).tolist()
+        for i, v in zip(device, values, strict=True):
+            out[i] = float(v)
+    for i, v in enumerate(losses):
+        if v is not None and not getattr(v, "is_cuda", False):
+            out[i] = float(v)
+    return out
+
+
+def run_attributes(torch: Any) -> dict[str, Any]:
+    """What identifies the run: script, command line, Python, torch, CUDA, device."""
+    argv = list(sys.argv) if sys.argv else []
+    script = argv[0] if argv and argv[0] not in ("-c", "-m", "-", "") else ""
+    attributes: dict[str, Any] = {
+        sc.ML_ACTIVITY: act.RUN,
+        sc.ML_RUN_NAME: os.environ.get("OTEL_PYTHON_PROVTEL_RUN_NAME")
+        or (Path(script).stem if script else "python"),
+        sc.PROCESS_COMMAND_ARGS: argv,
+        sc.PROCESS_RUNTIME_NAME: sys.implementation.name,
+        sc.PROCESS_RUNTIME_VERSION: ".".join(map(str, sys.version_info[:3])),
+        sc.ML_FRAMEWORK_NAME: "torch",
+        sc.ML_FRAMEWORK_VERSION: str(torch.__version__),
+    }
+    if script:
+        attributes[sc.ML_RUN_SCRIPT] = os.path.abspath(script)
+    cuda = getattr(torch.version, "cuda", None)
+    if cuda:
+        attributes[sc.ML_CUDA_VERSION] = str(cuda)
+    return attributes
+
+
+def git_attributes() -> dict[str, Any]:
+    """Commit, branch, remote and dirty state of the script's repository (empty outside one)."""
+    script = sys.argv[0] if sys.argv and sys.argv[0] not in ("-c", "-m", "-", "") else ""
+    where = os.path.dirname(os.path.abspath(script)) if script else os.getcwd()
+
+    def git(*args: str) -> str | None:
+        try:
+            result = subprocess.run(
+                ["git", "-C", where, *args], capture_output=True, text=True, timeout=5, check=False
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return result.stdout.strip() if result.returncode == 0 else None
+
+    revision = git("rev-parse", "HEAD")
+    if not revision:
+        return {}
+    out: dict[str, Any] = {sc.VCS_REF_HEAD_REVISION: revision}
+    branch = git("rev-parse", "--abbrev-ref", "HEAD")
+    if branch and branch != "HEAD":
+        out[sc.VCS_REF_HEAD_NAME] = branch
+    remote = git("remote", "get-url", "origin")
+    if remote:
+        out[sc.VCS_REPOSITORY_URL_FULL] = _strip_credentials(remote)
+    status = git("status", "--porcelain", "--untracked-files=no")
+    if status is not None:
+        out[sc.ML_VCS_DIRTY] = bool(status)
+    return out
+
+
+def _strip_credentials(url: str) -> str:
+    if "://" in url and "@" in url.split("://", 1)[1].split("/", 1)[0]:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://{rest.split('@', 1)[1]}"
+    return url
+
+
+def format_exception(exc: BaseException) -> str:
+    """One-line description used in logs."""
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
+
+
+Context = otel_context.Context
