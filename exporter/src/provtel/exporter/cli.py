@@ -58,6 +58,19 @@ def _cmd_recover(args: argparse.Namespace) -> int:
     return status
 
 
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from provtel.exporter.prov.store import merge_job
+
+    status = 0
+    for name in args.job_dirs:
+        try:
+            print(f"{name}: merged into {merge_job(Path(name))}")
+        except FileNotFoundError as exc:
+            print(f"provtel merge: {exc}", file=sys.stderr)
+            status = 2
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``provtel``."""
     parser = argparse.ArgumentParser(prog="provtel", description=__doc__)
@@ -75,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     recover.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders")
     recover.add_argument("--force", action="store_true", help="rebuild an existing prov.json")
     recover.set_defaults(func=_cmd_recover)
+    merge = sub.add_parser("merge", help="merge the rank folders of a job into one document")
+    merge.add_argument("job_dirs", nargs="+", metavar="JOB_DIR", help="job folders")
+    merge.set_defaults(func=_cmd_merge)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -42,6 +42,8 @@ class ProvtelDistro(BaseDistro):
         has_otlp = bool(os.environ.get(OTEL_EXPORTER_OTLP_ENDPOINT))
         os.environ.setdefault("OTEL_LOGS_EXPORTER", "otlp" if has_otlp else "none")
         os.environ.setdefault(OTEL_EXPERIMENTAL_RESOURCE_DETECTORS, DEFAULT_RESOURCE_DETECTORS)
+        # All ranks of a job share one trace, derived from the job identity (random otherwise).
+        os.environ.setdefault("OTEL_PYTHON_ID_GENERATOR", "provtel")
         # Live dashboards want fresher points than the SDK's 60 s; PROV gets every point anyway.
         os.environ.setdefault(OTEL_METRIC_EXPORT_INTERVAL, "10000")
         # Provenance must be complete: a larger span queue than the SDK's 2048, and spans

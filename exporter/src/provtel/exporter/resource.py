@@ -8,6 +8,7 @@ import os
 import sys
 
 from opentelemetry.sdk.resources import Resource, ResourceDetector
+from provtel.exporter import job
 from provtel.exporter.prov.exporter import default_run_name
 from provtel.semconv import attributes as sc
 
@@ -26,4 +27,5 @@ class ProvtelResourceDetector(ResourceDetector):
         # No passwd entry (containers with arbitrary uids): no owner, no person agent.
         with contextlib.suppress(KeyError, OSError):
             attributes["process.owner"] = getpass.getuser()
+        attributes.update(job.detect().attributes())
         return Resource(attributes)  # type: ignore[arg-type]

@@ -197,3 +197,23 @@ EXCEPTION_TYPE = attribute(
 EXCEPTION_MESSAGE = attribute(
     "exception.message", "string", "", "OpenTelemetry exception message (span event)."
 )
+
+# -- distributed jobs (resource attributes; no OpenTelemetry convention covers HPC jobs) -------
+ML_JOB_ID = attribute(
+    "ml.job.id",
+    "string",
+    "",
+    "Identity of the job all ranks share: SLURM job (and step) id, torchrun run id, MPI job id.",
+)
+ML_JOB_SCHEDULER = attribute(
+    "ml.job.scheduler",
+    "string",
+    "",
+    "Where the job identity came from: `slurm`, `torchrun`, `mpi`.",
+)
+ML_RANK = attribute("ml.rank", "int", "{rank}", "Global rank of this process in the job.")
+ML_LOCAL_RANK = attribute("ml.local_rank", "int", "{rank}", "Rank of this process on its node.")
+ML_WORLD_SIZE = attribute("ml.world_size", "int", "{rank}", "Number of ranks in the job.")
+ML_NODE_RANK = attribute(
+    "ml.node.rank", "int", "{node}", "Index of this process's node in the job."
+)

@@ -32,6 +32,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from provtel.exporter import job
 from provtel.exporter.environment_variables import (
     OTEL_PYTHON_PROVTEL_FORMATS,
     OTEL_PYTHON_PROVTEL_OUTPUT_DIR,
@@ -39,11 +40,13 @@ from provtel.exporter.environment_variables import (
 )
 from provtel.exporter.prov.formats import parse_formats, write_formats
 from provtel.exporter.prov.records import metric_points, span_record
-from provtel.exporter.prov.store import RunStore, create_run_dir
+from provtel.exporter.prov.store import RunStore, create_run_dir, merge_when_complete
+from provtel.exporter.prov.values import local_name
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT_DIR = "prov"
+_MAX_PENDING_POINTS = 100_000
 
 
 def default_run_name() -> str:
@@ -60,6 +63,11 @@ class RunSession:
     """One run's output shared by the exporters of a process."""
 
     def __init__(self, output_dir: Path, formats: tuple[str, ...], run_name: str) -> None:
+        self.job = job.detect()
+        if self.job.multi_rank:
+            # <output>/<run>-<job>/rank<R>-...: every rank its own folder, merged when all end
+            output_dir = output_dir / local_name(f"{run_name}-{self.job.job_id}", 100)
+            run_name = f"rank{self.job.rank}"
         self.output_dir = output_dir
         self.formats = formats
         self.run_name = run_name
@@ -67,6 +75,8 @@ class RunSession:
         self._lock = threading.Lock()
         self._store: RunStore | None = None
         self._users = 0
+        self._span_exporters = 0
+        self._pending: list[Any] = []
         self._failed = False
         self._pid = os.getpid()
 
@@ -93,19 +103,31 @@ class RunSession:
         # parent's files; it records nothing of its own.
         return os.getpid() == self._pid and not self._failed
 
-    def acquire(self) -> None:
+    def acquire(self, spans: bool = False) -> None:
+        """Register an exporter; ``spans`` for a span exporter."""
         with self._lock:
             self._users += 1
+            self._span_exporters += spans
 
     def add(self, method: str, records: Any) -> bool:
         """Hand records to the store; False when they could not be kept."""
         with self._lock:
             if not self._usable() or self.document is not None:
                 return False
+            if self._store is None and method == "add_metric_points" and self._span_exporters:
+                # A run is what has spans: a process that never traces anything (a launcher
+                # such as torchrun's agent, a DataLoader worker started with spawn) leaves no
+                # folder behind. Its metric points wait here until the first span arrives.
+                if len(self._pending) < _MAX_PENDING_POINTS:
+                    self._pending.extend(records)
+                    return True
             store = self._get_store()
             if store is None:
                 return False
             try:
+                if self._pending:
+                    pending, self._pending = self._pending, []
+                    store.add_metric_points(pending)
                 getattr(store, method)(records)
                 return True
             except Exception as exc:  # disk full, permissions changed: never raise into the SDK
@@ -117,13 +139,20 @@ class RunSession:
         with self._lock:
             self._users -= 1
             if self._users > 0 or not self._usable() or self._store is None:
+                if self._users <= 0:
+                    self._pending = []  # metrics of a process that traced nothing
                 return
             if self.document is not None:
                 return
             try:
-                self.document = self._store.finalize()
+                self.document = self._store.finalize(keep_journal=self.job.multi_rank)
                 write_formats(self.document, self.formats)
                 logger.info("provtel: provenance written to %s", self.document)
+                if self.job.multi_rank and self.job.world_size:
+                    merged = merge_when_complete(self.output_dir, self.job.world_size)
+                    if merged is not None:
+                        write_formats(merged, self.formats)
+                        logger.info("provtel: job provenance merged into %s", merged)
             except Exception as exc:
                 self._fail(f"cannot write the PROV document in {self._store.dir}", exc)
 
@@ -159,7 +188,7 @@ class ProvSpanExporter(SpanExporter):
         self, output_dir: str | os.PathLike[str] | None = None, formats: Sequence[str] | None = None
     ) -> None:
         self.session = get_session(output_dir, formats)
-        self.session.acquire()
+        self.session.acquire(spans=True)
         self._shut = False
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:

@@ -150,6 +150,7 @@ class DocumentBuilder:
     def __init__(self, writer: ProvJsonWriter) -> None:
         self.w = writer
         self._agents: dict[str, str] = {}  # resource id -> agent id
+        self._ranks: dict[str, Any] = {}  # resource id -> rank of a distributed job
         self._persons: set[str] = set()
         self._declared: set[str] = set()
         self._parents: dict[str, int] = {}  # referenced parent activity -> first child start
@@ -167,8 +168,12 @@ class DocumentBuilder:
     # resources -> agents
     def add_resource(self, rid: str, attributes: dict[str, Any]) -> None:
         """Declare the software agent of a resource (and the person it acts for)."""
+        if rid in self._agents:
+            return  # the same resource in another journal of a merged job
         agent = "run:" + local_name(f"agent_{rid}")
         self._agents[rid] = agent
+        if attributes.get(sc.ML_RANK) is not None:
+            self._ranks[rid] = literal(attributes[sc.ML_RANK])
         name = attributes.get("service.name", "unknown_service")
         version = attributes.get("service.version")
         label = f"{name} {version}" if version else str(name)
@@ -225,6 +230,8 @@ class DocumentBuilder:
         parent = rec.get("parent_span_id")
         if parent:
             record["otel:parent_span_id"] = parent
+        if rid in self._ranks:
+            record["provtel:rank"] = self._ranks[rid]
         if rec.get("status_description"):
             record["otel:status_description"] = literal(rec["status_description"])
         scope = rec.get("scope") or {}
@@ -493,6 +500,8 @@ class DocumentBuilder:
             }
             if s.context:
                 record["yprov:context"] = literal(s.context)
+            if s.resource in self._ranks:
+                record["provtel:rank"] = self._ranks[s.resource]
             if s.description:
                 record["otel:description"] = literal(s.description)
             if s.attributes:

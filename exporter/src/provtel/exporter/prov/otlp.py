@@ -74,7 +74,9 @@ def parse_protobuf(data: bytes, message_type: type[RequestT]) -> RequestT:
 
 
 # Fields that hold trace/span ids, in the JSON names json_format accepts (camelCase and proto).
-_ID_FIELDS = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"})
+_ID_FIELDS = frozenset(
+    {"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"}
+)
 # Where ids occur: spans, span links, exemplars of data points.
 _ID_CONTAINERS = frozenset(
     {

@@ -227,13 +227,15 @@ class RunStore:
         return store
 
     # finalisation
-    def finalize(self) -> Path:
-        """Write ``prov.json`` (and the other requested formats) from the journal."""
+    def finalize(self, keep_journal: bool = False) -> Path:
+        """Write ``prov.json`` from the journal; the journal is removed unless it is kept for
+        a later merge (ranks of a job)."""
         if self._journal is not None:
             self._journal.close()
             self._journal = None
         path = build_document(self.dir, list(self._series.values()))
-        (self.dir / JOURNAL).unlink(missing_ok=True)
+        if not keep_journal:
+            (self.dir / JOURNAL).unlink(missing_ok=True)
         return path
 
 
@@ -288,28 +290,81 @@ def build_document(
     summaries rebuilt from the files. ``incomplete`` marks the document as recovered from a
     run that never finished.
     """
-    writer = ProvJsonWriter(run_dir / DOCUMENT, prefixes(run_dir.name))
+    return _build(run_dir, [(run_dir / JOURNAL, "", series)], incomplete)
+
+
+def _build(
+    target: Path, sources: list[tuple[Path, str, list[Series] | None]], incomplete: bool
+) -> Path:
+    """Write ``target/prov.json`` from journals; ``prefix`` places each journal's series
+    files relative to ``target`` (``rank0/`` when merging a job)."""
+    writer = ProvJsonWriter(target / DOCUMENT, prefixes(target.name))
     try:
         builder = DocumentBuilder(writer)
-        recovered: list[Series] = []
-        with open(run_dir / JOURNAL, encoding="utf-8") as journal:
-            for line in journal:
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    logger.warning("provtel: skipping a torn journal line in %s", run_dir)
-                    continue
-                kind = rec.pop("t", None)
-                if kind == "span":
-                    builder.add_span(rec, rec.get("resource"))
-                elif kind == "resource":
-                    builder.add_resource(rec["id"], rec["attributes"])
-                elif kind == "series" and series is None:
-                    s = Series(**{**rec, "columns": tuple(rec["columns"])})
-                    s.rescan(run_dir)
-                    recovered.append(s)
-        builder.finish(series if series is not None else recovered, incomplete=incomplete)
+        all_series: list[Series] = []
+        for path, prefix, known in sources:
+            recovered: list[Series] = []
+            with open(path, encoding="utf-8") as journal:
+                for line in journal:
+                    try:
+                        rec = json.loads(line)
+                    except ValueError:
+                        logger.warning("provtel: skipping a torn journal line in %s", path)
+                        continue
+                    kind = rec.pop("t", None)
+                    if kind == "span":
+                        builder.add_span(rec, rec.get("resource"))
+                    elif kind == "resource":
+                        builder.add_resource(rec["id"], rec["attributes"])
+                    elif kind == "series" and known is None:
+                        rec["relpath"] = prefix + rec["relpath"]
+                        s = Series(**{**rec, "columns": tuple(rec["columns"])})
+                        s.rescan(target)
+                        recovered.append(s)
+            all_series.extend(known if known is not None else recovered)
+        builder.finish(all_series, incomplete=incomplete)
         return writer.close()
     except BaseException:
         writer.abort()
         raise
+
+
+def rank_dirs(job_dir: Path) -> list[Path]:
+    """The rank folders of a job folder (those holding a journal), in rank order."""
+
+    def order(path: Path) -> tuple[int, str]:
+        digits = path.name.removeprefix("rank").split("-", 1)[0]
+        return (int(digits) if digits.isdigit() else 1 << 30, path.name)
+
+    return sorted((p for p in job_dir.iterdir() if (p / JOURNAL).is_file()), key=order)
+
+
+def merge_job(job_dir: Path) -> Path:
+    """Write one job-level ``prov.json`` from the journals of all its rank folders.
+
+    Every rank's activities are kept, labelled ``provtel:rank``; series files stay in the rank
+    folders and are referenced as ``rank<R>-.../metrics/...``. A rank that did not finish is
+    included as far as its journal goes, and the document is then marked incomplete.
+    """
+    ranks = rank_dirs(job_dir)
+    if not ranks:
+        raise FileNotFoundError(f"no rank folders with a {JOURNAL} under {job_dir}")
+    incomplete = any(not (r / DOCUMENT).is_file() for r in ranks)
+    return _build(job_dir, [(r / JOURNAL, r.name + "/", None) for r in ranks], incomplete)
+
+
+def merge_when_complete(job_dir: Path, world_size: int) -> Path | None:
+    """Merge the job if all ``world_size`` ranks have written their documents.
+
+    Each rank calls this after writing its own document, so the last one to finish always
+    sees every document; an exclusive lock file makes exactly one rank do the merge.
+    """
+    ranks = rank_dirs(job_dir)
+    if len(ranks) < world_size or not all((r / DOCUMENT).is_file() for r in ranks):
+        return None
+    try:
+        fd = os.open(job_dir / "merge.lock", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return None
+    os.close(fd)
+    return merge_job(job_dir)

@@ -1,0 +1,565 @@
+"""Which run a span or metric point belongs to, and when a run is finished.
+
+One :class:`Router` serves ``provtel serve`` (records arrive over the network, runs are
+finalised by the clock) and ``provtel convert`` (records come from files, every run is finalised
+at the end), so both write the same documents from the same telemetry.
+
+**A run is a trace.** All ranks of a job share one trace id, so every span with that trace id
+goes to one :class:`~provtel.exporter.prov.store.RunStore` under ``<output>/<name>-<trace
+prefix>-<UTC time>-<pid>/``, created with :func:`~provtel.exporter.prov.store.create_run_dir`
+(atomic ``mkdir``: no collisions; the name is made safe with ``local_name``: no path traversal).
+``<name>`` is ``ml.run.name`` (span or resource attribute) or ``service.name`` of the first span
+that arrives for the trace. A small ``receiver.json`` in the folder records the trace id while
+the run is open.
+
+**Metric points carry no trace id.** A point belongs to the open run that has seen a span from
+the same resource: the same ``service.instance.id``, or the same resource attribute set (the
+SDK gives its tracer and meter providers one resource). The latest run to see a resource wins.
+Points from a resource no run has seen yet are *pending*: appended to
+``<output>/.pending/<hash>.jsonl`` before they are acknowledged, and moved into the run when its
+first span from that resource arrives. Pending points whose resource sends nothing for the idle
+timeout become a run of their own (``<service.name>-metrics-…``: agents and metric entities, no
+activities), so nothing acknowledged is dropped.
+
+**A run is finalised** (``prov.json`` written, journal removed) when a root span has arrived (no
+parent, or a remote parent: the run span of each rank) and no span came for ``grace_s``; or when
+nothing at all came for ``idle_s``. Metric points keep a run from going idle but do not delay
+the grace period (a notebook kernel keeps exporting metrics after its run ended). A span for a
+trace whose run was already finalised starts a new run (logged): make the grace period longer
+than the spread of the ranks' exit times.
+
+**Restarts.** Everything is journaled before :meth:`Router.add_spans` / :meth:`add_metrics`
+return, and the receiver acknowledges only after they return. :meth:`Router.recover` reopens
+every folder with a ``receiver.json``, a journal and no ``prov.json``
+(:meth:`RunStore.reopen`), and re-indexes the pending files, so a restarted receiver continues
+where the last one stopped.
+
+Thread safety: one lock serialises routing and journaling (the work is Python, so the GIL
+serialises it anyway); building a document runs outside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from provtel.exporter.prov.formats import write_formats
+from provtel.exporter.prov.otlp import ResourcePoints
+from provtel.exporter.prov.store import DOCUMENT, JOURNAL, RunStore, create_run_dir
+from provtel.exporter.prov.values import local_name
+from provtel.semconv import attributes as sc
+
+logger = logging.getLogger(__name__)
+
+#: Marks a run folder as one of the receiver's open runs; holds its trace id.
+MARKER = "receiver.json"
+#: Folder (under the output directory) of metric points waiting for their run.
+PENDING_DIR = ".pending"
+
+
+class Overloaded(Exception):
+    """The request cannot be taken now; the client should retry after ``retry_after_s``."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+def _dumps(obj: Any) -> str:
+    # As RunStore's journal: stdlib json keeps NaN/Infinity.
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def resource_keys(attributes: dict[str, Any]) -> tuple[str, ...]:
+    """The keys a resource is matched by: its whole attribute set, and its
+    ``service.instance.id`` when it has one."""
+    digest = hashlib.sha1(_dumps(sorted(attributes.items())).encode()).hexdigest()
+    sid = attributes.get("service.instance.id")
+    return (f"res:{digest}", f"sid:{sid}") if sid else (f"res:{digest}",)
+
+
+def _is_root(record: dict[str, Any]) -> bool:
+    return not record.get("parent_span_id") or bool(record.get("parent_is_remote"))
+
+
+def run_name(record: dict[str, Any]) -> str:
+    """The name part of a run folder, from the first span of a trace."""
+    resource = record.get("resource") or {}
+    if not isinstance(resource, dict):
+        resource = {}
+    name = (
+        (record.get("attributes") or {}).get(sc.ML_RUN_NAME)
+        or resource.get(sc.ML_RUN_NAME)
+        or resource.get("service.name")
+        or "run"
+    )
+    return local_name(str(name), 40)
+
+
+@dataclass(eq=False)
+class Run:
+    """An open run: one trace, its store and its clocks."""
+
+    trace_id: str
+    store: RunStore
+    last_span: float
+    last_data: float
+    root_seen: bool = False
+    keys: set[str] = field(default_factory=set)
+    spans: int = 0
+    points: int = 0
+
+    @property
+    def dir(self) -> Path:
+        """The run folder."""
+        return self.store.dir
+
+
+@dataclass(eq=False)
+class _Pending:
+    path: Path
+    keys: tuple[str, ...]
+    resource: dict[str, Any]
+    last: float
+    points: int = 0
+
+
+class PendingMetrics:
+    """Metric points of resources no run has claimed yet, kept on disk (one file a resource)."""
+
+    def __init__(self, directory: Path, max_resources: int) -> None:
+        self.dir = directory
+        self.max_resources = max_resources
+        self._entries: dict[str, _Pending] = {}  # "res:" key -> entry
+        self._by_key: dict[str, set[str]] = {}  # any key -> "res:" keys
+        self._expired = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def points(self) -> int:
+        """Points waiting, over all resources."""
+        return sum(e.points for e in self._entries.values())
+
+    def _index(self, entry: _Pending) -> None:
+        self._entries[entry.keys[0]] = entry
+        for key in entry.keys:
+            self._by_key.setdefault(key, set()).add(entry.keys[0])
+
+    def _remove(self, entry: _Pending) -> None:
+        del self._entries[entry.keys[0]]
+        for key in entry.keys:
+            owners = self._by_key.get(key)
+            if owners is not None:
+                owners.discard(entry.keys[0])
+                if not owners:
+                    del self._by_key[key]
+
+    def room_for(self, keys: Iterable[tuple[str, ...]]) -> bool:
+        """Whether the resources with these keys can all be held."""
+        new = {k[0] for k in keys if k[0] not in self._entries}
+        return len(self._entries) + len(new) <= self.max_resources
+
+    def add(self, keys: tuple[str, ...], group: ResourcePoints, now: float) -> None:
+        """Append one resource's points to its pending file."""
+        entry = self._entries.get(keys[0])
+        if entry is None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            name = keys[0].split(":", 1)[1] + ".jsonl"  # a hex digest: a safe file name
+            entry = _Pending(self.dir / name, keys, group.resource, now)
+            self._index(entry)
+        points = [{k: v for k, v in p.items() if k != "resource"} for p in group.points]
+        with open(entry.path, "a", encoding="utf-8") as out:
+            out.write(_dumps({"resource": group.resource, "points": points}) + "\n")
+            out.flush()
+        entry.last = now
+        entry.points += len(points)
+
+    def claim(self, key: str) -> list[list[dict[str, Any]]]:
+        """Take the points of every resource matching ``key``, oldest first."""
+        batches: list[list[dict[str, Any]]] = []
+        for res_key in sorted(self._by_key.get(key, ())):
+            entry = self._entries[res_key]
+            batches.extend(_read_pending(entry.path))
+            entry.path.unlink(missing_ok=True)
+            self._remove(entry)
+        return batches
+
+    def take_expired(self, now: float, idle_s: float) -> list[Path]:
+        """Detach resources silent for ``idle_s``; return their files, renamed so that new
+        points of the same resource start a new file."""
+        out = []
+        for entry in [e for e in self._entries.values() if now - e.last >= idle_s]:
+            self._remove(entry)
+            self._expired += 1
+            target = entry.path.with_name(f"{entry.path.stem}.{os.getpid()}-{self._expired}.done")
+            os.replace(entry.path, target)
+            out.append(target)
+        return out
+
+    def recover(self, now: float) -> None:
+        """Index the pending files a previous receiver left."""
+        if not self.dir.is_dir():
+            return
+        for path in sorted(self.dir.glob("*.jsonl")):
+            batches = _read_pending(path)
+            if not batches or not batches[0]:
+                path.unlink(missing_ok=True)
+                continue
+            resource = batches[0][0]["resource"]
+            entry = _Pending(path, resource_keys(resource), resource, now)
+            entry.points = sum(len(b) for b in batches)
+            self._index(entry)
+
+    def leftovers(self) -> list[Path]:
+        """Files detached by :meth:`take_expired` whose run was never written (a crash)."""
+        return sorted(self.dir.glob("*.done")) if self.dir.is_dir() else []
+
+
+def _read_pending(path: Path) -> list[list[dict[str, Any]]]:
+    batches = []
+    try:
+        with open(path, encoding="utf-8") as src:
+            for line in src:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    logger.warning("provtel serve: skipping a torn line in %s", path)
+                    continue
+                resource = rec["resource"]
+                batches.append([{"resource": resource, **p} for p in rec["points"]])
+    except FileNotFoundError:
+        pass
+    return batches
+
+
+class Router:
+    """Sends span and metric records to their runs; finalises runs.
+
+    ``clock`` is injectable (``time.monotonic`` by default) so that tests can move time.
+    """
+
+    def __init__(
+        self,
+        output_dir: Path,
+        *,
+        formats: Sequence[str] = ("json",),
+        grace_s: float = 30.0,
+        idle_s: float = 1800.0,
+        max_runs: int = 256,
+        max_pending_resources: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.formats = tuple(formats)
+        self.grace_s = grace_s
+        self.idle_s = idle_s
+        self.max_runs = max_runs
+        self.clock = clock
+        self.pending = PendingMetrics(self.output_dir / PENDING_DIR, max_pending_resources)
+        self._runs: dict[str, Run] = {}
+        self._by_key: dict[str, Run] = {}
+        self._finalised_traces: dict[str, None] = {}  # recent, to explain late spans
+        self._lock = threading.Lock()
+        self._closed = False
+        self.documents: list[Path] = []
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def runs(self) -> list[Run]:
+        """The open runs."""
+        with self._lock:
+            return list(self._runs.values())
+
+    def run_for(self, trace_id: str) -> Run | None:
+        """The open run of a trace."""
+        with self._lock:
+            return self._runs.get(trace_id)
+
+    # -- ingest -----------------------------------------------------------------------------
+
+    def add_spans(self, records: list[dict[str, Any]]) -> None:
+        """Journal span records into their runs (opening runs as needed).
+
+        Raises :class:`Overloaded`, having written nothing, when the request would open more
+        than ``max_runs`` runs.
+        """
+        if not records:
+            return
+        by_trace: dict[str, list[dict[str, Any]]] = {}
+        for rec in records:
+            by_trace.setdefault(rec["trace_id"], []).append(rec)
+        with self._lock:
+            self._check_open()
+            new = sum(1 for t in by_trace if t not in self._runs)
+            if new and len(self._runs) + new > self.max_runs:
+                raise Overloaded(f"{len(self._runs)} runs are open (at most {self.max_runs})")
+            now = self.clock()
+            for trace, recs in by_trace.items():
+                run = self._runs.get(trace) or self._open(trace, recs[0], now)
+                keys: dict[int, tuple[str, ...]] = {}
+                for rec in recs:
+                    resource = rec.get("resource") or {}
+                    if id(resource) not in keys:  # records of one resource share its dict
+                        keys[id(resource)] = resource_keys(resource)
+                for resource_keys_ in keys.values():
+                    self._attach(run, resource_keys_)
+                root = any(_is_root(r) for r in recs)
+                run.store.add_spans(recs)
+                run.spans += len(recs)
+                run.last_span = run.last_data = now
+                run.root_seen = run.root_seen or root
+
+    def add_metrics(self, groups: list[ResourcePoints]) -> None:
+        """Journal metric points into the runs of their resources, or as pending.
+
+        Raises :class:`Overloaded`, having written nothing, when too many resources would be
+        pending.
+        """
+        if not groups:
+            return
+        keyed = [(resource_keys(g.resource), g) for g in groups]
+        with self._lock:
+            self._check_open()
+            unmatched = [k for k, _ in keyed if self._match(k) is None]
+            if unmatched and not self.pending.room_for(unmatched):
+                raise Overloaded(
+                    f"metrics of {len(self.pending)} resources without a run are pending "
+                    f"(at most {self.pending.max_resources})"
+                )
+            now = self.clock()
+            for keys, group in keyed:
+                run = self._match(keys)
+                if run is None:
+                    self.pending.add(keys, group, now)
+                    continue
+                run.store.add_metric_points(group.points)
+                run.points += len(group.points)
+                run.last_data = now
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Overloaded("the receiver is stopping")
+
+    def _match(self, keys: tuple[str, ...]) -> Run | None:
+        for key in keys:
+            run = self._by_key.get(key)
+            if run is not None:
+                return run
+        return None
+
+    def _open(self, trace: str, first: dict[str, Any], now: float) -> Run:
+        if trace in self._finalised_traces:
+            logger.warning(
+                "provtel serve: spans of trace %s arrived after its run was finalised; they go "
+                "to a new run (is the grace period shorter than the ranks' exit spread?)",
+                trace,
+            )
+        directory = create_run_dir(self.output_dir, f"{run_name(first)}-{trace[:8]}")
+        tmp = directory / (MARKER + ".tmp")
+        tmp.write_text(json.dumps({"trace_id": trace}), encoding="utf-8")
+        os.replace(tmp, directory / MARKER)
+        run = Run(trace, RunStore(directory, self.formats), now, now)
+        self._runs[trace] = run
+        logger.info("provtel serve: run %s opened for trace %s", directory.name, trace)
+        return run
+
+    def _attach(self, run: Run, keys: tuple[str, ...]) -> None:
+        """Let ``run`` receive the metrics of a resource; move its pending points in."""
+        for key in keys:
+            if key in run.keys:
+                continue
+            run.keys.add(key)
+            self._by_key[key] = run
+            for points in self.pending.claim(key):
+                run.store.add_metric_points(points)
+                run.points += len(points)
+
+    # -- finalisation -----------------------------------------------------------------------
+
+    def due(self, now: float | None = None) -> list[Run]:
+        """Runs the clock says are finished (not detached)."""
+        now = self.clock() if now is None else now
+        with self._lock:
+            return [r for r in self._runs.values() if self._is_due(r, now)]
+
+    def _is_due(self, run: Run, now: float) -> bool:
+        if run.root_seen and now - run.last_span >= self.grace_s:
+            return True
+        return now - run.last_data >= self.idle_s
+
+    def tick(self) -> list[Path]:
+        """Finalise the runs that are due and the pending metrics that expired."""
+        now = self.clock()
+        with self._lock:
+            if self._closed:
+                return []
+            runs = [r for r in self._runs.values() if self._is_due(r, now)]
+            for run in runs:
+                self._detach(run)
+            expired = self.pending.take_expired(now, self.idle_s)
+        return self._write(runs, expired)
+
+    def finalize_all(self) -> list[Path]:
+        """Finalise every open run and every pending resource (end of ``provtel convert``)."""
+        with self._lock:
+            runs = list(self._runs.values())
+            for run in runs:
+                self._detach(run)
+            expired = self.pending.take_expired(float("inf"), 0.0)
+        return self._write(runs, expired)
+
+    def _detach(self, run: Run) -> None:
+        del self._runs[run.trace_id]
+        for key in run.keys:
+            if self._by_key.get(key) is run:
+                del self._by_key[key]
+        self._finalised_traces[run.trace_id] = None
+        while len(self._finalised_traces) > 10_000:
+            del self._finalised_traces[next(iter(self._finalised_traces))]
+
+    def _write(self, runs: list[Run], expired: list[Path]) -> list[Path]:
+        docs = []
+        for run in runs:
+            doc = self._finalize(run.store)
+            if doc is not None:
+                logger.info(
+                    "provtel serve: run %s finalised: %d spans, %d metric points -> %s",
+                    run.dir.name,
+                    run.spans,
+                    run.points,
+                    doc,
+                )
+                docs.append(doc)
+        for path in expired:
+            doc = self._metrics_only(path)
+            if doc is not None:
+                docs.append(doc)
+        self.documents.extend(docs)
+        return docs
+
+    def _finalize(self, store: RunStore) -> Path | None:
+        try:
+            doc = store.finalize()
+            write_formats(doc, self.formats)
+        except Exception:
+            logger.exception(
+                "provtel serve: cannot finalise %s; its journal is kept and the next start retries",
+                store.dir,
+            )
+            return None
+        (store.dir / MARKER).unlink(missing_ok=True)
+        return doc
+
+    def _metrics_only(self, path: Path) -> Path | None:
+        """A run of its own for points no span ever claimed."""
+        batches = _read_pending(path)
+        if not batches or not batches[0]:
+            path.unlink(missing_ok=True)
+            return None
+        resource = batches[0][0]["resource"]
+        name = local_name(str(resource.get("service.name") or "unknown_service"), 40)
+        try:
+            store = RunStore(create_run_dir(self.output_dir, f"{name}-metrics"), self.formats)
+            for points in batches:
+                store.add_metric_points(points)
+        except OSError:
+            logger.exception("provtel serve: cannot write the metrics of %s", path)
+            return None
+        doc = self._finalize(store)
+        if doc is not None:
+            path.unlink(missing_ok=True)
+            logger.info("provtel serve: metrics of %s never matched a run's spans -> %s", name, doc)
+        return doc
+
+    # -- restart ----------------------------------------------------------------------------
+
+    def recover(self) -> list[Run]:
+        """Reopen the unfinished runs and pending metrics under the output directory."""
+        now = self.clock()
+        recovered = []
+        with self._lock:
+            self.pending.recover(now)
+            for marker in sorted(self.output_dir.glob(f"*/{MARKER}")):
+                directory = marker.parent
+                if (directory / DOCUMENT).exists():
+                    marker.unlink(missing_ok=True)  # finalised; the marker outlived a crash
+                    continue
+                try:
+                    trace = str(json.loads(marker.read_text(encoding="utf-8"))["trace_id"])
+                    if (directory / JOURNAL).exists():
+                        store = RunStore.reopen(directory, self.formats)
+                    else:
+                        store = RunStore(directory, self.formats)
+                except (OSError, ValueError, KeyError, TypeError):
+                    logger.exception("provtel serve: cannot reopen %s; left as it is", directory)
+                    continue
+                if trace in self._runs:
+                    logger.warning(
+                        "provtel serve: %s and %s hold the same trace; %s is left as it is",
+                        self._runs[trace].dir,
+                        directory,
+                        directory,
+                    )
+                    store.close()
+                    continue
+                run = Run(trace, store, now, now)
+                resources, run.root_seen, run.spans = _scan_journal(directory / JOURNAL)
+                self._runs[trace] = run
+                for attributes in resources:
+                    self._attach(run, resource_keys(attributes))
+                recovered.append(run)
+                logger.info(
+                    "provtel serve: reopened run %s (trace %s, %d spans so far)",
+                    directory.name,
+                    trace,
+                    run.spans,
+                )
+        for path in self.pending.leftovers():
+            self._metrics_only(path)
+        return recovered
+
+    def close(self) -> None:
+        """Close every open run's journal without finalising (a restart continues them);
+        later records are refused with :class:`Overloaded`."""
+        with self._lock:
+            self._closed = True
+            for run in self._runs.values():
+                try:
+                    run.store.close()
+                except OSError:
+                    logger.exception("provtel serve: cannot close %s", run.dir)
+
+
+def _scan_journal(path: Path) -> tuple[list[dict[str, Any]], bool, int]:
+    """Resources, whether a root span arrived, and the span count of a journal."""
+    resources: list[dict[str, Any]] = []
+    root = False
+    spans = 0
+    with open(path, encoding="utf-8") as journal:
+        for line in journal:
+            if line.startswith('{"t":"span"'):
+                spans += 1
+                if not root and (
+                    '"parent_span_id":null' in line or '"parent_is_remote":true' in line
+                ):
+                    try:
+                        root = _is_root(json.loads(line))
+                    except ValueError:
+                        pass
+            elif line.startswith('{"t":"resource"'):
+                try:
+                    resources.append(json.loads(line)["attributes"])
+                except (ValueError, KeyError):
+                    pass
+    return resources, root, spans

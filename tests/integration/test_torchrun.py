@@ -1,0 +1,86 @@
+"""torchrun jobs: every rank in one trace, per-rank folders, one merged job document."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from provtel.exporter.prov.validate import assert_valid
+from tests.support import INSTRUMENT, clean_env
+
+SCRIPT = Path(__file__).parent / "scripts" / "ddp_train.py"
+
+
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_torchrun_job_gives_one_merged_document(tmp_path: Path, ranks: int) -> None:
+    torchrun = Path(sys.executable).parent / "torchrun"
+    result = subprocess.run(
+        [str(INSTRUMENT), str(torchrun), "--standalone", f"--nproc-per-node={ranks}", str(SCRIPT)],
+        cwd=tmp_path,
+        env=clean_env(OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    (job_dir,) = (tmp_path / "prov").iterdir()  # the agent process left no folder of its own
+    rank_dirs = sorted(p for p in job_dir.iterdir() if p.is_dir())
+    assert [p.name.split("-")[0] for p in rank_dirs] == [f"rank{r}" for r in range(ranks)]
+    for rank_dir in rank_dirs:
+        assert_valid(rank_dir / "prov.json")
+    doc = assert_valid(job_dir / "prov.json")
+
+    activities = doc["activity"].values()
+    assert len({a["otel:trace_id"] for a in activities}) == 1  # one trace per job
+    for rank in range(ranks):
+        mine = [a for a in activities if a.get("provtel:rank") == rank]
+        kinds = sorted(a.get("prov:type", "") for a in mine)
+        assert kinds.count("provtel:Run") == 1 and kinds.count("provtel:Epoch") == 2
+        assert kinds.count("provtel:StepBlock") == 2
+
+    agents = [a for a in doc["agent"].values() if a["prov:type"]["$"] == "prov:SoftwareAgent"]
+    assert sorted(a["otel:ml.rank"] for a in agents) == list(range(ranks))
+    assert {a["otel:ml.world_size"] for a in agents} == {ranks}
+
+    losses = {
+        e["provtel:rank"]: e
+        for e in doc["entity"].values()
+        if e["prov:type"] == "provml:Metric" and e["prov:label"] == "loss"
+    }
+    assert sorted(losses) == list(range(ranks))
+    for rank, entity in losses.items():
+        recorded = pd.read_csv(job_dir / entity["dcterms:identifier"])["value"].tolist()
+        computed = json.loads((tmp_path / f"losses_{rank}.json").read_text())
+        assert recorded == computed  # every step of every rank, exactly
+
+
+def test_merge_command_rebuilds_the_job_document(tmp_path: Path) -> None:
+    torchrun = Path(sys.executable).parent / "torchrun"
+    subprocess.run(
+        [str(INSTRUMENT), str(torchrun), "--standalone", "--nproc-per-node=2", str(SCRIPT)],
+        cwd=tmp_path,
+        env=clean_env(OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    (job_dir,) = (tmp_path / "prov").iterdir()
+    before = json.loads((job_dir / "prov.json").read_text())
+    (job_dir / "prov.json").unlink()
+    result = subprocess.run(
+        [sys.executable, "-m", "provtel.exporter.cli", "merge", str(job_dir)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    after = assert_valid(job_dir / "prov.json")
+    assert set(after["activity"]) == set(before["activity"])
