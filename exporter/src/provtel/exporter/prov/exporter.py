@@ -114,13 +114,17 @@ class RunSession:
         with self._lock:
             if not self._usable() or self.document is not None:
                 return False
-            if self._store is None and method == "add_metric_points" and self._span_exporters:
-                # A run is what has spans: a process that never traces anything (a launcher
-                # such as torchrun's agent, a DataLoader worker started with spawn) leaves no
-                # folder behind. Its metric points wait here until the first span arrives.
-                if len(self._pending) < _MAX_PENDING_POINTS:
-                    self._pending.extend(records)
-                    return True
+            # A run is what has spans: a process that never traces anything (a launcher such
+            # as torchrun's agent, a DataLoader worker started with spawn) leaves no folder
+            # behind. Its metric points wait here until the first span arrives.
+            if (
+                self._store is None
+                and method == "add_metric_points"
+                and self._span_exporters
+                and len(self._pending) < _MAX_PENDING_POINTS
+            ):
+                self._pending.extend(records)
+                return True
             store = self._get_store()
             if store is None:
                 return False
