@@ -344,12 +344,13 @@ def main(argv: list[str] | None = None) -> int:
         f"Start-up, `opentelemetry-instrument python -c pass` on this machine (median of "
         f"alternating runs, exporters `none`): {start_on:.0f} ms with the four hardware "
         f"instrumentors, {start_off:.0f} ms without, **{start_on - start_off:+.0f} ms** "
-        f"(mostly importing `pynvml` and `psutil`).\n"
+        f"(importing the hardware modules, `pynvml` and `psutil`; `nvmlInit`).\n"
     )
     if sysm is None:
         print(
             "`opentelemetry-instrumentation-system-metrics` is not installed here; measured "
-            "separately at ~9 ms per collection (see docs/energy.md).\n"
+            "separately at 14.4 ms per collection on this machine (reference/otel.md: 8.9 ms); "
+            "see docs/energy.md.\n"
         )
     else:
         print(

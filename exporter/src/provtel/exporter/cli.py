@@ -91,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     merge = sub.add_parser("merge", help="merge the rank folders of a job into one document")
     merge.add_argument("job_dirs", nargs="+", metavar="JOB_DIR", help="job folders")
     merge.set_defaults(func=_cmd_merge)
+    from provtel.exporter.receiver.cli import add_convert_parser, add_serve_parser
+
+    add_serve_parser(sub)
+    add_convert_parser(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

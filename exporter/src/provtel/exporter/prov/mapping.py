@@ -45,6 +45,7 @@ _ACTIVITY_TYPES = {
     act.CHECKPOINT: "provtel:Checkpoint",
 }
 _STEP_PREFIX = "ml.step."
+_HARDWARE_PREFIXES = ("host.", "ml.host.", "ml.hw.")
 _HPARAM_PREFIX = "ml.hparam."
 _DATASET_KEYS = (
     sc.ML_DATASET_NAME,
@@ -151,6 +152,7 @@ class DocumentBuilder:
         self.w = writer
         self._agents: dict[str, str] = {}  # resource id -> agent id
         self._ranks: dict[str, Any] = {}  # resource id -> rank of a distributed job
+        self._agent_records: dict[str, dict[str, Any]] = {}
         self._persons: set[str] = set()
         self._declared: set[str] = set()
         self._parents: dict[str, int] = {}  # referenced parent activity -> first child start
@@ -177,15 +179,12 @@ class DocumentBuilder:
         name = attributes.get("service.name", "unknown_service")
         version = attributes.get("service.version")
         label = f"{name} {version}" if version else str(name)
-        self.w.element(
-            "agent",
-            agent,
-            {
-                "prov:type": _qname("prov:SoftwareAgent"),
-                "prov:label": literal(label),
-                **_otel_attrs(attributes),
-            },
-        )
+        # Written at the end: the run span may add the hardware it ran on.
+        self._agent_records[agent] = {
+            "prov:type": _qname("prov:SoftwareAgent"),
+            "prov:label": literal(label),
+            **_otel_attrs(attributes),
+        }
         owner = attributes.get("process.owner")
         if owner:
             person = "run:" + local_name(f"person_{owner!s}")
@@ -269,6 +268,10 @@ class DocumentBuilder:
             )
         if kind == act.CHECKPOINT:
             self._add_checkpoint(activity, trace, attrs, start, end)
+        if kind == act.RUN and rid in self._agents:
+            # The hardware the run used describes the agent that ran it.
+            hardware = {k: v for k, v in attrs.items() if k.startswith(_HARDWARE_PREFIXES)}
+            self._agent_records[self._agents[rid]].update(_otel_attrs(hardware))
 
     def _add_hyperparameters(
         self, activity: str, trace: str, attrs: dict[str, Any], start: int, is_root: bool
@@ -414,6 +417,8 @@ class DocumentBuilder:
                     record["provtel:incomplete"] = True
                 self.w.element("activity", activity, record)
                 self._declared.add(activity)
+        for agent, record in self._agent_records.items():
+            self.w.element("agent", agent, record)
         if incomplete:
             self.w.element(
                 "entity",

@@ -17,7 +17,6 @@ ids are hex strings, not base64 (:func:`parse_json`).
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field

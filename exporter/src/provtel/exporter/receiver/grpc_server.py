@@ -58,6 +58,7 @@ def _retry_metadata(message: str, delay_s: float) -> tuple[tuple[str, bytes], ..
 def _abort_retry(context: grpc.ServicerContext, message: str, delay_s: float) -> NoReturn:
     context.set_trailing_metadata(_retry_metadata(message, delay_s))
     context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+    raise AssertionError("context.abort() returned")  # it raises; this tells type checkers
 
 
 def _handler(

@@ -26,6 +26,7 @@ When the body is refused before it was read, the connection is closed after the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import ssl
@@ -82,10 +83,11 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def setup(self) -> None:
-        self.timeout = self.server.receiver.config.read_timeout_s
         super().setup()
+        # Slow or silent clients are cut off instead of holding a thread forever.
+        self.connection.settimeout(self.server.receiver.config.read_timeout_s)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+    def log_message(self, format: str, *args: Any) -> None:
         logger.debug("provtel serve: %s " + format, self.address_string(), *args)
 
     # -- responses ------------------------------------------------------------------------------
@@ -279,13 +281,11 @@ class _Server(ThreadingHTTPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
-            try:  # too many connections: a plain 503 without reading anything
+            with contextlib.suppress(OSError):  # too many connections: 503, nothing read
                 request.sendall(
                     b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"
                     b"Content-Length: 0\r\nConnection: close\r\n\r\n"
                 )
-            except OSError:
-                pass
             self.shutdown_request(request)
             return
         super().process_request(request, client_address)

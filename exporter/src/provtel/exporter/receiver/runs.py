@@ -21,12 +21,13 @@ first span from that resource arrives. Pending points whose resource sends nothi
 timeout become a run of their own (``<service.name>-metrics-…``: agents and metric entities, no
 activities), so nothing acknowledged is dropped.
 
-**A run is finalised** (``prov.json`` written, journal removed) when a root span has arrived (no
-parent, or a remote parent: the run span of each rank) and no span came for ``grace_s``; or when
-nothing at all came for ``idle_s``. Metric points keep a run from going idle but do not delay
-the grace period (a notebook kernel keeps exporting metrics after its run ended). A span for a
-trace whose run was already finalised starts a new run (logged): make the grace period longer
-than the spread of the ranks' exit times.
+**A run is finalised** (``prov.json`` written, journal removed) when its root spans have
+arrived and no span came for ``grace_s``; or when nothing at all came for ``idle_s``. A root span
+has no parent, or a remote one. In a job whose resources say ``ml.world_size`` (provtel's job
+detection), the roots of all ``ml.rank`` 0..N-1 must have arrived, so a rank that finishes early
+does not close the run; otherwise one root is enough. Metric points keep a run from going idle
+but do not delay the grace period (a notebook kernel keeps exporting metrics after its run
+ended). A span for a trace whose run was already finalised starts a new run (logged).
 
 **Restarts.** Everything is journaled before :meth:`Router.add_spans` / :meth:`add_metrics`
 return, and the receiver acknowledges only after they return. :meth:`Router.recover` reopens
@@ -90,6 +91,19 @@ def _is_root(record: dict[str, Any]) -> bool:
     return not record.get("parent_span_id") or bool(record.get("parent_is_remote"))
 
 
+def _process(resource: dict[str, Any]) -> str:
+    """Which process of a job a resource is: its rank, else its whole identity."""
+    rank = resource.get(sc.ML_RANK)
+    if isinstance(rank, int) and not isinstance(rank, bool):
+        return f"rank:{rank}"
+    return resource_keys(resource)[0]
+
+
+def _world_size(resource: dict[str, Any]) -> int | None:
+    size = resource.get(sc.ML_WORLD_SIZE)
+    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
+
+
 def run_name(record: dict[str, Any]) -> str:
     """The name part of a run folder, from the first span of a trace."""
     resource = record.get("resource") or {}
@@ -112,7 +126,10 @@ class Run:
     store: RunStore
     last_span: float
     last_data: float
-    root_seen: bool = False
+    #: Processes (``rank:<R>`` or a resource key) whose root span arrived.
+    roots: set[str] = field(default_factory=set)
+    #: ``ml.world_size`` of the job, when its resources say.
+    world_size: int | None = None
     keys: set[str] = field(default_factory=set)
     spans: int = 0
     points: int = 0
@@ -121,6 +138,22 @@ class Run:
     def dir(self) -> Path:
         """The run folder."""
         return self.store.dir
+
+    @property
+    def roots_complete(self) -> bool:
+        """Whether every root span the run expects has arrived."""
+        if self.world_size is None:
+            return bool(self.roots)
+        ranks = {r for r in self.roots if r.startswith("rank:")}
+        return len(ranks) >= self.world_size
+
+    def saw(self, resource: dict[str, Any], root: bool) -> None:
+        """Note a span's resource (job size) and whether the span is a root."""
+        size = _world_size(resource)
+        if size is not None:
+            self.world_size = max(size, self.world_size or 0)
+        if root:
+            self.roots.add(_process(resource))
 
 
 @dataclass(eq=False)
@@ -312,13 +345,14 @@ class Router:
                     resource = rec.get("resource") or {}
                     if id(resource) not in keys:  # records of one resource share its dict
                         keys[id(resource)] = resource_keys(resource)
+                        run.saw(resource, root=False)
+                    if _is_root(rec):
+                        run.saw(resource, root=True)
                 for resource_keys_ in keys.values():
                     self._attach(run, resource_keys_)
-                root = any(_is_root(r) for r in recs)
                 run.store.add_spans(recs)
                 run.spans += len(recs)
                 run.last_span = run.last_data = now
-                run.root_seen = run.root_seen or root
 
     def add_metrics(self, groups: list[ResourcePoints]) -> None:
         """Journal metric points into the runs of their resources, or as pending.
@@ -394,7 +428,7 @@ class Router:
             return [r for r in self._runs.values() if self._is_due(r, now)]
 
     def _is_due(self, run: Run, now: float) -> bool:
-        if run.root_seen and now - run.last_span >= self.grace_s:
+        if run.roots_complete and now - run.last_span >= self.grace_s:
             return True
         return now - run.last_data >= self.idle_s
 
@@ -514,9 +548,10 @@ class Router:
                     store.close()
                     continue
                 run = Run(trace, store, now, now)
-                resources, run.root_seen, run.spans = _scan_journal(directory / JOURNAL)
+                resources, root_resources, run.spans = _scan_journal(directory / JOURNAL)
                 self._runs[trace] = run
-                for attributes in resources:
+                for rid, attributes in resources.items():
+                    run.saw(attributes, root=rid in root_resources)
                     self._attach(run, resource_keys(attributes))
                 recovered.append(run)
                 logger.info(
@@ -541,25 +576,27 @@ class Router:
                     logger.exception("provtel serve: cannot close %s", run.dir)
 
 
-def _scan_journal(path: Path) -> tuple[list[dict[str, Any]], bool, int]:
-    """Resources, whether a root span arrived, and the span count of a journal."""
-    resources: list[dict[str, Any]] = []
-    root = False
+def _scan_journal(path: Path) -> tuple[dict[str, dict[str, Any]], set[str], int]:
+    """A journal's resources (by id), the ids of resources that sent a root span, and its
+    span count."""
+    resources: dict[str, dict[str, Any]] = {}
+    roots: set[str] = set()
     spans = 0
     with open(path, encoding="utf-8") as journal:
         for line in journal:
             if line.startswith('{"t":"span"'):
                 spans += 1
-                if not root and (
-                    '"parent_span_id":null' in line or '"parent_is_remote":true' in line
-                ):
+                if '"parent_span_id":null' in line or '"parent_is_remote":true' in line:
                     try:
-                        root = _is_root(json.loads(line))
+                        rec = json.loads(line)
                     except ValueError:
-                        pass
+                        continue
+                    if _is_root(rec):
+                        roots.add(str(rec.get("resource")))
             elif line.startswith('{"t":"resource"'):
                 try:
-                    resources.append(json.loads(line)["attributes"])
+                    rec = json.loads(line)
+                    resources[rec["id"]] = rec["attributes"]
                 except (ValueError, KeyError):
                     pass
-    return resources, root, spans
+    return resources, roots, spans

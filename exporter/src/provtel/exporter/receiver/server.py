@@ -92,4 +92,5 @@ class ReceiverServer:
 
     def wait(self) -> None:
         """Block until :meth:`request_stop` or :meth:`stop` is called."""
-        self._stop.wait()
+        while not self._stop.wait(0.5):  # a timeout keeps the main thread responsive to signals
+            pass

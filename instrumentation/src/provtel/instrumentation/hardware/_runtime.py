@@ -14,6 +14,7 @@ every callback returns at once.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -53,6 +54,7 @@ class Sampler:
         #: Ticks run and CPU seconds they used (``time.thread_time``), for the benchmark.
         self.ticks = 0
         self.cpu_s = 0.0
+        self._atexit = False
 
     @property
     def running(self) -> bool:
@@ -79,6 +81,9 @@ class Sampler:
                     daemon=True,
                 )
                 self._thread.start()
+                if not self._atexit:
+                    self._atexit = True
+                    atexit.register(self.stop)
 
     def remove(self, component: Component) -> None:
         """Stop sampling ``component``; stop the thread after the last one."""
@@ -90,6 +95,14 @@ class Sampler:
                 self._thread = None
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5.0)
+
+    def stop(self) -> None:
+        """Stop the thread at interpreter exit (the SDK's last collection reads the counters)."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+            self._stop.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=1.0)
 
     def _run(self, stop: threading.Event) -> None:
         while not stop.wait(self.interval_s):

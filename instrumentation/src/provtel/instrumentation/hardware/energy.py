@@ -79,12 +79,20 @@ class EnergyListener:
             for i, device in enumerate(source.devices):
                 start, end = before[i], after[i]
                 if start is None:
+                    if source.failure(i) is None and source.last_energy(i) is not None:
+                        # A healthy device whose read failed once (timeout): say so.
+                        attributes[status_key(device.key)] = (
+                            "unavailable: the read at the start of the activity failed"
+                        )
                     continue
                 if end is None:  # lost during the activity: keep what was measured until then
                     end = source.last_energy(i)
                     if end is None:
                         continue
-                    attributes[status_key(device.key)] = f"partial: {source.failure(i)}"
+                    reason = (
+                        source.failure(i) or "the last read failed; energy until the one before"
+                    )
+                    attributes[status_key(device.key)] = f"partial: {reason}"
                 elif device.note:
                     attributes[status_key(device.key)] = device.note
                 used = end - start

@@ -224,9 +224,9 @@ class HostCollector:
         elapsed = sum(deltas.values())
         if elapsed <= 0:
             return
-        for mode, delta in deltas.items():
-            if any(hasattr(now, f) for f in dict(_SYSTEM_MODES)[mode]):
-                yield Observation(max(delta, 0.0) / elapsed, {hw.CPU_MODE: mode})
+        for mode, fields in _SYSTEM_MODES:
+            if any(hasattr(now, f) for f in fields):  # the modes this OS has
+                yield Observation(max(deltas[mode], 0.0) / elapsed, {hw.CPU_MODE: mode})
 
     def _observe_memory(self, options: CallbackOptions) -> Iterable[Observation]:
         if not self._live():

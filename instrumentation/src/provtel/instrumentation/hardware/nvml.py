@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 from typing import Any
 
 from opentelemetry.metrics import Meter
@@ -130,7 +131,11 @@ class NvmlBackend(GpuBackend):
     # -- set-up ----------------------------------------------------------------------------------
     def open(self) -> list[GpuInfo]:
         try:
-            import pynvml
+            with warnings.catch_warnings():
+                # The deprecated `pynvml` distribution makes any `import pynvml` warn, even when
+                # nvidia-ml-py provides the module: not the user's concern during their run.
+                warnings.simplefilter("ignore", FutureWarning)
+                import pynvml
         except ImportError as exc:
             raise BackendUnavailable(
                 "nvidia-ml-py is not installed (pip install 'provtel-instrumentation[nvidia]')"

@@ -49,6 +49,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import importlib
+import importlib.metadata
 import logging
 import signal
 import sys
@@ -64,6 +65,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
     BaseInstrumentor,
 )
 from opentelemetry.instrumentation.utils import unwrap
+from packaging.version import InvalidVersion, Version
 from provtel.instrumentation.torch import checkpoint, hparams, loader
 from provtel.instrumentation.torch._guard import Guard
 from provtel.instrumentation.torch.config import Config
@@ -84,6 +86,11 @@ class TorchInstrumentor(BaseInstrumentor):
     """Traces PyTorch training runs (see the module documentation)."""
 
     def __init__(self) -> None:
+        # BaseInstrumentor is a singleton: ``TorchInstrumentor()`` returns the same object and
+        # Python runs __init__ again on it; keep the state (patches, tracker) of the first one.
+        if getattr(self, "_initialised", False):
+            return
+        self._initialised = True
         self._tracker: Tracker | None = None
         self._patches: list[tuple[Any, str]] = []
         self._hooks: list[Any] = []
@@ -102,6 +109,10 @@ class TorchInstrumentor(BaseInstrumentor):
 
     # -- instrument / uninstrument ---------------------------------------------------------
     def _instrument(self, **kwargs: Any) -> None:
+        if not _torch_installed():
+            # The distribution's gate also admits the hardware instrumentors without torch.
+            logger.debug("provtel: torch >= 2.1 is not installed; PyTorch instrumentation off")
+            return
         self._active = True
         self._config = Config.from_env(
             **{
@@ -437,6 +448,18 @@ class TorchInstrumentor(BaseInstrumentor):
             return result
 
         return init
+
+
+def _torch_installed() -> bool:
+    """torch >= 2.1 is installed (checked without importing it)."""
+    try:
+        version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    try:
+        return Version(version).release >= (2, 1)
+    except InvalidVersion:
+        return True  # a local build with an odd version string: let the hooks decide
 
 
 def _loss_of(tracker: Tracker, tensors: Any) -> Any:

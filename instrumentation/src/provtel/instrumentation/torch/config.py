@@ -25,7 +25,7 @@ class Config:
     """What the instrumentation records and how often it hands blocks over."""
 
     block_steps: int = 1000
-    block_seconds: float = 10.0
+    block_seconds: float = 1.0
     checkpoint_digest: bool = True
     cuda_events: bool = True
 

@@ -15,8 +15,9 @@ OTEL_PYTHON_PROVTEL_TORCH_BLOCK_SECONDS = "OTEL_PYTHON_PROVTEL_TORCH_BLOCK_SECON
 """
 .. envvar:: OTEL_PYTHON_PROVTEL_TORCH_BLOCK_SECONDS
 
-Longest time a step block covers before it is ended, in seconds (so live backends and the
-journal stay fresh on slow steps). Default: 10.
+Longest time a step block covers before it is ended, in seconds, so that live backends and
+the journal stay fresh: a process killed with SIGKILL loses at most this much of its steps (plus
+the exporter's 0.5 s batch delay). Default: 1.
 """
 
 OTEL_PYTHON_PROVTEL_TORCH_CHECKPOINT_DIGEST = "OTEL_PYTHON_PROVTEL_TORCH_CHECKPOINT_DIGEST"
