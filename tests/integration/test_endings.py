@@ -146,3 +146,47 @@ def test_sigkill_leaves_a_journal_that_recovers(tmp_path: Path) -> None:
     )
     assert "already has" in again.stdout
     json.loads((run_dir / "prov.json").read_text())
+
+
+TRAINING = Path(__file__).parent / "scripts" / "long_training.py"
+
+
+@pytest.mark.parametrize(
+    ("how", "signum", "code", "message"),
+    [
+        ("wait", signal.SIGTERM, 143, "terminated by SIGTERM"),
+        ("wait", signal.SIGHUP, 129, "terminated by SIGHUP"),
+        ("wait", signal.SIGINT, -2, "KeyboardInterrupt"),  # Python re-raises SIGINT at exit
+        ("exit", None, 3, "SystemExit"),
+        ("raise", None, 1, "FloatingPointError"),
+    ],
+)
+def test_a_torch_run_records_how_it_ended(
+    tmp_path: Path, how: str, signum: int | None, code: int, message: str
+) -> None:
+    process = subprocess.Popen(
+        [str(INSTRUMENT), sys.executable, str(TRAINING), how],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    if signum is not None:
+        assert process.stdout.readline() == "ready\n"
+        time.sleep(1.5)  # some more steps and a checkpoint or two
+        process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == code, stderr[-2000:]
+    (document,) = run_documents(tmp_path / "prov")
+    doc = assert_valid(document)
+    (run,) = [a for a in doc["activity"].values() if a.get("prov:type") == "provtel:Run"]
+    assert run["otel:status_code"] == "ERROR"
+    assert message in run["otel:exception.type"] + " " + run.get("otel:exception.message", "")
+    (loss,) = [
+        e
+        for e in doc["entity"].values()
+        if e["prov:type"] == "provml:Metric" and e["prov:label"] == "loss"
+    ]
+    assert loss["provtel:count"] >= 40  # every step up to the end was kept
