@@ -1,6 +1,7 @@
 """A DistributedDataParallel job on CPU (gloo) with DataLoader workers, for torchrun."""
 
 import json
+
 import torch
 import torch.distributed as dist
 from torch import nn

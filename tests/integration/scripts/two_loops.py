@@ -35,7 +35,9 @@ finetune = torch.optim.SGD(new_head.parameters(), lr=0.05)
 x, y = train.tensors
 for i in range(8):
     finetune.zero_grad()
-    loss = nn.functional.l1_loss(new_head(body(x[8 * i : 8 * i + 8]).detach()), y[8 * i : 8 * i + 8])
+    loss = nn.functional.l1_loss(
+        new_head(body(x[8 * i : 8 * i + 8]).detach()), y[8 * i : 8 * i + 8]
+    )
     loss.backward()
     finetune.step()
     losses.append(loss.item())

@@ -118,6 +118,26 @@ def run_name(record: dict[str, Any]) -> str:
     return local_name(str(name), 40)
 
 
+class ReceiverStore(RunStore):
+    """A :class:`RunStore` that hashes each resource once per request, not once per record.
+
+    The records the receiver converts from one request share one resource dict; the store
+    identifies a resource by a SHA-1 of its sorted attributes (~6 µs, a third of the cost of
+    ingesting a span), so remembering the last dict it hashed (by identity, holding a reference
+    so the identity cannot be reused) saves that for every record after the first.
+    """
+
+    _last: tuple[dict[str, Any], str] | None = None
+
+    def _resource(self, attributes: dict[str, Any], lines: list[str]) -> str:
+        last = self._last
+        if last is not None and last[0] is attributes:
+            return last[1]
+        rid = super()._resource(attributes, lines)
+        self._last = (attributes, rid)
+        return rid
+
+
 @dataclass(eq=False)
 class Run:
     """An open run: one trace, its store and its clocks."""
@@ -403,7 +423,7 @@ class Router:
         tmp = directory / (MARKER + ".tmp")
         tmp.write_text(json.dumps({"trace_id": trace}), encoding="utf-8")
         os.replace(tmp, directory / MARKER)
-        run = Run(trace, RunStore(directory, self.formats), now, now)
+        run = Run(trace, ReceiverStore(directory, self.formats), now, now)
         self._runs[trace] = run
         logger.info("provtel serve: run %s opened for trace %s", directory.name, trace)
         return run
@@ -504,7 +524,9 @@ class Router:
         resource = batches[0][0]["resource"]
         name = local_name(str(resource.get("service.name") or "unknown_service"), 40)
         try:
-            store = RunStore(create_run_dir(self.output_dir, f"{name}-metrics"), self.formats)
+            store = ReceiverStore(
+                create_run_dir(self.output_dir, f"{name}-metrics"), self.formats
+            )
             for points in batches:
                 store.add_metric_points(points)
         except OSError:
@@ -532,9 +554,9 @@ class Router:
                 try:
                     trace = str(json.loads(marker.read_text(encoding="utf-8"))["trace_id"])
                     if (directory / JOURNAL).exists():
-                        store = RunStore.reopen(directory, self.formats)
+                        store = ReceiverStore.reopen(directory, self.formats)
                     else:
-                        store = RunStore(directory, self.formats)
+                        store = ReceiverStore(directory, self.formats)
                 except (OSError, ValueError, KeyError, TypeError):
                     logger.exception("provtel serve: cannot reopen %s; left as it is", directory)
                     continue

@@ -47,7 +47,6 @@ Disable it with ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=provtel_torch``. In code
 from __future__ import annotations
 
 import atexit
-import contextlib
 import importlib
 import importlib.metadata
 import logging
@@ -55,7 +54,6 @@ import signal
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Collection
 from typing import Any
 
@@ -99,7 +97,6 @@ class TorchInstrumentor(BaseInstrumentor):
         self._tracer: Any = None
         self._meter: Any = None
         self._config = Config()
-        self._last_module: Any = None
         self._optimizers = 0
         self._early: dict[str, Any] = {}
         self._started_ns = time.time_ns()
@@ -277,6 +274,7 @@ class TorchInstrumentor(BaseInstrumentor):
         tracker.started_ns = self._started_ns
         tracker.pending.update(self._early)
         self._early = {}
+        self._optimizers = 0
         self._tracker = tracker
         if self._config.cuda_events and torch.cuda.is_available():
             from provtel.instrumentation.torch.cuda import cuda_timer
@@ -288,7 +286,6 @@ class TorchInstrumentor(BaseInstrumentor):
         self._wrap(torch.autograd, "backward", self._backward(tracker))
         self._wrap(torch, "save", checkpoint.wrap(tracker, "save", 1))
         self._wrap(torch, "load", checkpoint.wrap(tracker, "load", 0))
-        self._wrap(torch.nn.Module, "parameters", self._parameters())
         self._wrap(torch.optim.Optimizer, "__init__", self._optimizer_init(tracker))
         self._wrap(torch.optim.lr_scheduler.LRScheduler, "__init__", self._scheduler_init(tracker))
         self._wrap(torch.amp.GradScaler, "scale", self._scaler_scale(tracker))
@@ -321,8 +318,13 @@ class TorchInstrumentor(BaseInstrumentor):
                         tracker.end_step(t0)
                         tracker.begin_step(t0, None, False)
                     tracker.mark_training(tracker.current_pass())
-                    if rec.loss is None:
-                        rec.loss = _loss_of(tracker, tensors)
+                    tail = rec.tail_start and not rec.tail_had_backward
+                    if rec.loss is None or tail:
+                        value = _loss_of(tracker, tensors)
+                        if rec.loss is None:
+                            rec.loss = value
+                        if tail:
+                            rec.tail_loss = value
                     if timer_of.cuda_timer is not None and getattr(tensors, "is_cuda", False):
                         cuda = timer_of.cuda_timer.mark()
             except Exception:
@@ -331,8 +333,12 @@ class TorchInstrumentor(BaseInstrumentor):
             try:
                 rec = tracker.recorder
                 if rec.open:
-                    rec.backward_ns += perf() - t0
+                    elapsed = perf() - t0
+                    rec.backward_ns += elapsed
                     rec.had_backward = True
+                    if rec.tail_start:
+                        rec.tail_backward_ns += elapsed
+                        rec.tail_had_backward = True
                     if cuda is not None and rec.block is not None:
                         rec.block.cuda_intervals.append(
                             (len(rec.block), "b", cuda, timer_of.cuda_timer.mark())
@@ -351,6 +357,7 @@ class TorchInstrumentor(BaseInstrumentor):
                 return
             try:
                 now = perf()
+                tracker.before_optimizer(optimizer)
                 tracker.ensure_step(now)
                 tracker.mark_training(tracker.current_pass())
                 tracker.optimizer_pre = now
@@ -393,6 +400,11 @@ class TorchInstrumentor(BaseInstrumentor):
         def step(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             optimizer = args[0] if args else kwargs.get("optimizer")
             before = tracker.optimizer_calls.get(id(optimizer), 0)
+            if guard.ok and tracker.enabled:
+                try:
+                    tracker.before_optimizer(optimizer)  # a skipped step calls no optimizer hook
+                except Exception:
+                    guard.fail()
             result = wrapped(*args, **kwargs)
             if guard.ok and tracker.enabled:
                 try:
@@ -408,29 +420,35 @@ class TorchInstrumentor(BaseInstrumentor):
 
         return step
 
-    def _parameters(self) -> Any:
-        def parameters(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            with contextlib.suppress(TypeError):  # modules without weakref support
-                self._last_module = weakref.ref(instance)
-            return wrapped(*args, **kwargs)
-
-        return parameters
-
     def _optimizer_init(self, tracker: Tracker) -> Any:
         guard = Guard("optimizer construction")
 
         def init(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            module = caller = None
+            if guard.ok and tracker.active():
+                try:
+                    # before ``model.parameters()`` is consumed (the model is found without
+                    # patching nn.Module, which torch.compile guards on)
+                    module = hparams.module_of_generator(args[0] if args else kwargs.get("params"))
+                    caller = sys._getframe(1)
+                except Exception:
+                    guard.fail()
             result = wrapped(*args, **kwargs)
             if guard.ok and tracker.active():
                 try:
                     self._optimizers += 1
+                    # an optimizer exists: without a DataLoader a step is an optimizer step
+                    tracker.optimizer_seen = True
                     found = hparams.optimizer_hparams(instance, self._optimizers)
-                    module = self._last_module() if self._last_module is not None else None
-                    if module is not None and self._optimizers == 1:
-                        found.update(hparams.model_attributes(module))
+                    if self._optimizers == 1:
+                        if module is None:
+                            module = hparams.module_in_frames(instance, caller, tracker.torch)
+                        if module is not None:
+                            found.update(hparams.model_attributes(module))
                     tracker.set_run_attributes(found)
                 except Exception:
                     guard.fail()
+            del caller
             return result
 
         return init
@@ -494,13 +512,9 @@ def _step_done(tracker: Tracker, optimizer: Any, now: int, skipped: bool) -> Non
     if tracker.optimizer_pre:
         rec.optimizer_ns += now - tracker.optimizer_pre
         tracker.optimizer_pre = 0
-    if tracker.primary_optimizer is None:
-        tracker.primary_optimizer = weakref.ref(optimizer)
     tracker.optimizer_seen = True
-    primary = tracker.primary_optimizer() is optimizer
-    if primary:
+    if not rec.stepped:  # the learning rate of the first optimizer that stepped in the step
         groups = getattr(optimizer, "param_groups", None)
         if groups:
             rec.lr = hparams.finite_or_nan(groups[0].get("lr"))
-        if not tracker.step_from_loader:
-            tracker.end_step(now)
+    tracker.optimizer_stepped(optimizer, now)

@@ -83,7 +83,12 @@ def wrap(tracker: Tracker, operation: str, file_arg: int) -> Any:
                     span.set_attribute(sc.FILE_SIZE, abs(f.tell() - position))
                 span.end(end_time=end)
             else:
-                tracker.digests.submit(_finish, span, path, end, tracker.config.checkpoint_digest)
+                tracker.pending_digests[:] = [f for f in tracker.pending_digests if not f.done()]
+                tracker.pending_digests.append(
+                    tracker.digests.submit(
+                        _finish, span, path, end, tracker.config.checkpoint_digest
+                    )
+                )
         except Exception:
             guard.fail()
             span.end(end_time=end)

@@ -77,6 +77,46 @@ def namespace_hparams(namespace: Any) -> dict[str, Any]:
     return {PREFIX + str(k): attribute_value(v) for k, v in items if v is not None}
 
 
+def module_of_generator(params: Any) -> Any:
+    """The module of an unstarted ``model.parameters()`` generator (the usual way an optimizer
+    is given its parameters), else None. Nothing is consumed."""
+    candidates = [params]
+    if isinstance(params, (list, tuple)):
+        candidates = [g.get("params") for g in params if isinstance(g, dict)]
+    for candidate in candidates:
+        code = getattr(candidate, "gi_code", None)
+        frame = getattr(candidate, "gi_frame", None)
+        if frame is not None and getattr(code, "co_name", "") in _PARAMETER_METHODS:
+            module = frame.f_locals.get("self")
+            if module is not None:
+                return module
+    return None
+
+
+def module_in_frames(optimizer: Any, frame: Any, torch: Any, depth: int = 4) -> Any:
+    """The largest module in the locals of the calling frames that owns the optimizer's first
+    parameter (parameters given as a list), else None."""
+    try:
+        first = optimizer.param_groups[0]["params"][0]
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return None
+    best, best_size = None, -1
+    seen: set[int] = set()
+    while frame is not None and depth > 0:
+        for value in list(frame.f_locals.values()):
+            if not isinstance(value, torch.nn.Module) or id(value) in seen:
+                continue
+            seen.add(id(value))
+            params = list(value.parameters())
+            if len(params) > best_size and any(p is first for p in params):
+                best, best_size = value, len(params)
+        frame, depth = frame.f_back, depth - 1
+    return best
+
+
+_PARAMETER_METHODS = ("parameters", "named_parameters")
+
+
 def model_attributes(model: Any) -> dict[str, Any]:
     """Class, parameter count, dtype and device of a model (compiled models: the original)."""
     original = getattr(model, "_orig_mod", model)

@@ -92,6 +92,7 @@ class LoaderIterator:
 
 def wrap_iter(tracker: Tracker) -> Any:
     """A wrapt wrapper for ``DataLoader.__iter__``."""
+    guard.ok = True  # a hook that failed under a previous instrument() starts afresh
 
     def __iter__(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         iterator = wrapped(*args, **kwargs)

@@ -1,8 +1,10 @@
 """The step recorder: per-step values in plain lists, handed over as one block.
 
-A *step* is one batch when a DataLoader pass is active; without a DataLoader it is one step of
-the first optimizer that stepped (a GAN's second optimizer adds to the same step), and without
-any optimizer it runs from one backward to the next. Recording a step costs a few list appends
+A *step* is one batch when a DataLoader pass is active. Without a DataLoader it is one round of
+optimizer steps: it ends where its last optimizer step ended, which is known when an optimizer
+that already stepped in it steps again (a GAN's second optimizer adds to the same step; the
+backward passes in between open the next step). Without any optimizer constructed it runs from
+one backward to the next. Recording a step costs a few list appends
 and ``perf_counter_ns`` calls; the loss stays a detached tensor until the block is read, so no
 device synchronisation is added per step.
 """
@@ -56,6 +58,11 @@ class StepRecorder:
         "optimizer_ns",
         "skipped",
         "start",
+        "stepped",
+        "tail_backward_ns",
+        "tail_had_backward",
+        "tail_loss",
+        "tail_start",
     )
 
     def __init__(self) -> None:
@@ -76,6 +83,13 @@ class StepRecorder:
         self.batch_size = -1
         self.skipped = 0
         self.had_backward = False
+        self.stepped: set[int] = set()  # ids of the optimizers that stepped in this step
+        # Without a DataLoader: what came after the latest optimizer step of this step. It moves
+        # to the next step when an optimizer steps again (Tracker.before_optimizer).
+        self.tail_start = 0  # perf ns at the end of the latest optimizer step; 0: none yet
+        self.tail_backward_ns = 0
+        self.tail_had_backward = False
+        self.tail_loss: Any = None
 
     def unix_ns(self, perf_ns: int) -> int:
         """Convert a ``perf_counter_ns`` reading to Unix nanoseconds."""

@@ -10,13 +10,16 @@ keeps its own context (the run span is current for user spans).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
 import traceback
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -87,6 +90,9 @@ class Tracker:
         self._run_handle: activity.Handle = []
         self._context_token: object | None = None
         self.pending: dict[str, Any] = {}
+        self.known: dict[str, Any] = {}
+        self.run_name: str | None = None
+        self.pending_digests: list[futures.Future[None]] = []
         # passes and steps
         self._passes: list[Pass] = []
         self._undecided: list[Pass] = []  # evaluation passes: validation or test?
@@ -98,9 +104,9 @@ class Tracker:
         self.block_started = 0
         self.block_handle: activity.Handle = []
         self.training_passes = 0
+        self.trained = False  # a backward or optimizer step happened (in a pass or not)
         self.eval_passes = 0
         self.last_boundary = 0
-        self.primary_optimizer: Any = None
         self.optimizer_seen = False
         self.optimizer_pre = 0
         self.optimizer_calls: dict[int, int] = {}
@@ -143,7 +149,9 @@ class Tracker:
             return self.run_context
         if not self.active():
             return None
-        attributes = {**run_attributes(self.torch), **self.pending}
+        attributes = {**run_attributes(self.torch), **self.known, **self.pending}
+        if self.run_name:
+            attributes[sc.ML_RUN_NAME] = self.run_name
         self.pending = {}
         self._run_handle = activity.begin(act.RUN)
         self.run_span = self.tracer.start_span(
@@ -166,7 +174,12 @@ class Tracker:
             span.set_attributes(attributes)
 
     def set_run_attributes(self, attributes: dict[str, Any]) -> None:
-        """Attributes of the run (hyperparameters, model): set now or when the run starts."""
+        """Attributes of the run (hyperparameters, model): set now or when the run starts.
+
+        They are remembered for later runs of the process too (arguments and seeds apply to
+        every run; a new optimizer's settings replace the old ones).
+        """
+        self.known.update(attributes)
         if self.run_span is not None:
             self.run_span.set_attributes(attributes)
         else:
@@ -176,27 +189,41 @@ class Tracker:
         """End everything at exit (or uninstrument): open step, block, passes, the run."""
         if not self.active():
             return
+        self.end_run()
+        self.digests.shutdown(wait=True)
+        self.enabled = False
+
+    def start_run(self, name: str | None, attributes: dict[str, Any]) -> Span | None:
+        """Begin a named run now (``provtel.run``); the current run, if any, ends first."""
+        self.end_run()
+        self.run_name = name
+        self.pending.update(attributes)
+        self.ensure_run()
+        return self.run_span
+
+    def end_run(self, exception: BaseException | None = None) -> None:
+        """End the current run: open step, block and passes, then the run span. The next
+        training activity starts a new run (several runs in one process)."""
+        if not self.active():
+            return
         now = perf()
         self.end_step(now)
         self.flush_block()
         for p in list(self._open_passes):
             self.end_pass(p, now)
         self._decide(None)
-        self.digests.shutdown(wait=True)
-        self.enabled = False
+        futures.wait(self.pending_digests)
+        self.pending_digests.clear()
         span = self.run_span
         if span is None:
             return
         span.set_attributes(activity.finish(act.RUN, self._run_handle))
-        if self.exception is not None:
-            span.record_exception(self.exception)
-            span.set_status(
-                Status(StatusCode.ERROR, f"{type(self.exception).__name__}: {self.exception}")
-            )
+        exception = exception or self.exception
+        if exception is not None:
+            span.record_exception(exception)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exception).__name__}: {exception}"))
         elif self.signal is not None:
-            import signal as _signal
-
-            name = _signal.Signals(self.signal).name
+            name = signal.Signals(self.signal).name
             span.add_event(
                 "exception",
                 {sc.EXCEPTION_TYPE: "SystemExit", sc.EXCEPTION_MESSAGE: f"terminated by {name}"},
@@ -209,9 +236,21 @@ class Tracker:
             )
             span.set_status(Status(StatusCode.ERROR, f"sys.exit({self.exit_code!r})"))
         span.end()
+        # A fresh start for the next run in this process: its own steps, epochs and context.
         if self._context_token is not None:
-            # The run was attached when it started; at exit nothing else depends on it.
+            with contextlib.suppress(Exception):  # the user's context moved on meanwhile
+                otel_context.detach(self._context_token)  # type: ignore[arg-type]
             self._context_token = None
+        self.run_span = None
+        self.run_context = None
+        self.run_name = None
+        self.recorder = StepRecorder()
+        self.training_passes = self.eval_passes = 0
+        self.last_boundary = 0
+        self.primary_optimizer = None
+        self.optimizer_seen = False
+        self._validation_datasets.clear()
+        self.started_ns = time.time_ns()
 
     # -- passes ----------------------------------------------------------------------------
     @property
@@ -238,7 +277,13 @@ class Tracker:
 
     def mark_training(self, p: Pass | None) -> None:
         """Backward or an optimizer step happened in pass ``p``: it is a training epoch."""
-        if p is not None and not p.training:
+        if p is None:  # training without a DataLoader
+            self.trained = True
+            if self._undecided:
+                self._decide(act.VALIDATION)  # the evaluation passes before it were validation
+            return
+        if not p.training:
+            self.trained = True
             p.training = True
             p.context = act.TRAINING
             p.epoch = self.training_passes
@@ -295,7 +340,7 @@ class Tracker:
             attributes[sc.ML_EPOCH] = self.training_passes - 1
         attributes.update(activity.finish(act.EVALUATION, p.handle))
         p.span.set_attributes(attributes)
-        if not self.training_passes:
+        if not self.trained:
             p.context = act.TEST  # no training before it: an evaluation-only run
             self._undecided.append(p)
             self._decide(act.TEST)
@@ -319,6 +364,8 @@ class Tracker:
         rec = self.recorder
         if not rec.open:
             return
+        if rec.tail_start and not rec.tail_had_backward and not self.step_from_loader:
+            now = rec.tail_start  # nothing followed its last optimizer step: it ended there
         rec.end(now)
         self.last_boundary = now
         block = rec.block
@@ -327,6 +374,41 @@ class Tracker:
             or now - self.block_started >= self.config.block_seconds * 1e9
         ):
             self.flush_block()
+
+    def optimizer_stepped(self, optimizer: Any, now: int) -> None:
+        """``optimizer`` finished a step (or GradScaler skipped it) at ``now``."""
+        rec = self.recorder
+        rec.stepped.add(id(optimizer))
+        if not self.step_from_loader:
+            rec.tail_start = now
+            rec.tail_backward_ns = 0
+            rec.tail_had_backward = False
+            rec.tail_loss = None
+
+    def before_optimizer(self, optimizer: Any) -> None:
+        """Without a DataLoader, an optimizer that already stepped in the open step starts the
+        next one: the open step ends where its latest optimizer step ended and what came after
+        (backward, loss) moves to the next step."""
+        rec = self.recorder
+        if not (rec.open and rec.tail_start and id(optimizer) in rec.stepped):
+            return
+        if self.step_from_loader:
+            return
+        start, backward, had, loss = (
+            rec.tail_start,
+            rec.tail_backward_ns,
+            rec.tail_had_backward,
+            rec.tail_loss,
+        )
+        rec.backward_ns -= backward
+        if had and rec.loss is loss:
+            rec.loss = None  # the step's only loss came after its optimizer steps
+        rec.tail_had_backward = False
+        self.end_step(start)
+        self.begin_step(start, None, False)
+        rec.backward_ns = backward
+        rec.had_backward = had
+        rec.loss = loss
 
     def current_pass(self) -> Pass | None:
         p = self.step_pass

@@ -1,0 +1,423 @@
+"""Benchmark: ``provtel serve`` ingest with 8 concurrent OTLP exporters, at zero loss.
+
+Target (issue 6): >= 50k spans/s on the 2-core reference machine. Run through
+``make bench`` / ``python bench/run_all.py bench_receiver``, or alone::
+
+    .venv/bin/python bench/bench_receiver.py [--quick] [--clients 8]
+
+It prints one Markdown section on stdout (the ``bench/run_all.py`` convention) and progress on
+stderr; it exits 1 when the target fails or anything acknowledged is missing.
+
+Method:
+
+* ``provtel serve`` runs as its own process (``python -m provtel.exporter.cli serve``, gRPC and
+  HTTP on loopback, finalisation timers out of the way).
+* The workload is built once, with the SDK itself: spans made by a ``TracerProvider`` (the
+  resource of a rank of a training job: service, host, process, ``ml.job.*``/``ml.rank``
+  attributes; each span with 5 attributes, like pass and checkpoint spans) and encoded by the
+  OTLP exporter's encoder (``encode_spans``) into requests of 512 spans (the batch processor's
+  default); metric requests hold 100 series (10 instruments x 10 attribute sets, like an SDK
+  export of hardware readings), one point each, as ``encode_metrics`` writes them.
+* 8 client processes, each a rank of one job (one trace: the worst case, one run store), half
+  over OTLP/gRPC (grpcio channel, ``TraceService/Export``) and half over OTLP/HTTP (``requests``
+  session, ``application/x-protobuf``), send their pre-encoded requests back to back, as OTLP
+  exporters with a full queue do. Pre-encoding keeps the clients' CPU use low so that the
+  receiver, not the encoder, is measured. A client retries "retry later" answers after the
+  delay the receiver gives (never happened at the default bounds).
+* Time: from the moment all clients start sending to the last acknowledgement. Server CPU: its
+  user+system time over the same interval (``/proc``).
+* Zero loss: after the server is stopped (SIGTERM: journals closed, nothing finalised), every
+  acknowledged span must be a line of the run's journal and every acknowledged point a row of a
+  series file. Then the run is finalised (``RunStore.reopen(...).finalize()``) and timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET_SPANS_PER_S = 50_000
+BATCH = 512
+
+
+# -- workload ---------------------------------------------------------------------------------
+
+
+def _resource(rank: int, world: int) -> Any:
+    from opentelemetry.sdk.resources import Resource
+
+    return Resource.create(
+        {
+            "service.name": "train",
+            "service.version": "1.0",
+            "host.name": "node-0",
+            "host.arch": "x86_64",
+            "os.type": "linux",
+            "process.pid": 10_000 + rank,
+            "process.owner": "alice",
+            "process.runtime.name": "cpython",
+            "process.runtime.version": "3.11.7",
+            "process.command_args": ["python", "train.py", "--epochs", "10"],
+            "ml.job.id": "bench-job",
+            "ml.job.scheduler": "torchrun",
+            "ml.rank": rank,
+            "ml.world_size": world,
+        }
+    )
+
+
+def build_span_requests(rank: int, world: int, n_spans: int) -> list[bytes]:
+    """Pre-encoded trace requests of one rank: ``n_spans`` spans in batches of 512."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+
+    class _JobIds(RandomIdGenerator):
+        # All ranks share the job's trace id, as provtel's JobIdGenerator does.
+        def generate_trace_id(self) -> int:
+            return 0x5EED_0000_0000_0000_0000_0000_0000_0001
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=_resource(rank, world), id_generator=_JobIds())
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("provtel.instrumentation.torch", "0.1.0")
+    with tracer.start_as_current_span("train", attributes={"ml.activity": "run"}):
+        for i in range(n_spans - 1):
+            with tracer.start_as_current_span(
+                "steps",
+                attributes={
+                    "ml.activity": "step_block",
+                    "ml.context": "training",
+                    "ml.epoch": i // 100,
+                    "ml.step.first": i * 10,
+                    "ml.step.count": 10,
+                },
+            ):
+                pass
+    spans = memory.get_finished_spans()
+    provider.shutdown()
+    return [
+        encode_spans(spans[i : i + BATCH]).SerializeToString()
+        for i in range(0, len(spans), BATCH)
+    ]
+
+
+def build_metric_requests(rank: int, world: int, n_requests: int) -> list[bytes]:
+    """Pre-encoded metric requests of one rank: 100 series (10 gauges x 10 attribute sets),
+    one point each, a collection per request."""
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(resource=_resource(rank, world), metric_readers=[reader])
+    meter = provider.get_meter("provtel.instrumentation.hardware", "0.1.0")
+    gauges = [meter.create_gauge(f"bench.reading.{i}", unit="W") for i in range(10)]
+    out = []
+    for r in range(n_requests):
+        for g, gauge in enumerate(gauges):
+            for device in range(10):
+                gauge.set(r * 0.5 + g + device, {"hw.id": f"dev-{device}", "hw.type": "gpu"})
+        data = reader.get_metrics_data()
+        assert data is not None
+        out.append(encode_metrics(data).SerializeToString())
+    provider.shutdown()
+    return out
+
+
+# -- a client process -------------------------------------------------------------------------
+
+
+def client(args: argparse.Namespace) -> int:
+    """Send pre-encoded requests; print what was acknowledged as JSON."""
+    payloads: list[bytes] = pickle.loads(Path(args.payload).read_bytes())
+    service = {
+        "traces": "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        "metrics": "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+    }[args.signal]
+    retries = 0
+    if args.protocol == "grpc":
+        import grpc
+
+        channel = grpc.insecure_channel(f"127.0.0.1:{args.port}")
+        export = channel.unary_unary(service, _registered_method=True)
+
+        def send(body: bytes) -> float | None:
+            try:
+                export(body, timeout=60)
+            except grpc.RpcError as exc:
+                if exc.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE):
+                    return 0.5
+                raise
+            return None
+    else:
+        import requests
+
+        session = requests.Session()
+        url = f"http://127.0.0.1:{args.port}/v1/{args.signal}"
+        headers = {"Content-Type": "application/x-protobuf"}
+
+        def send(body: bytes) -> float | None:
+            resp = session.post(url, data=body, headers=headers, timeout=60)
+            if resp.status_code in (429, 503):
+                return float(resp.headers.get("Retry-After", "1"))
+            resp.raise_for_status()
+            return None
+
+    send(b"")  # connect before the clock starts (an empty request is valid OTLP)
+    Path(args.ready).touch()
+    while not Path(args.go).exists():
+        time.sleep(0.001)
+    start = time.perf_counter()
+    for body in payloads:
+        while (delay := send(body)) is not None:
+            retries += 1
+            time.sleep(delay)
+    elapsed = time.perf_counter() - start
+    print(json.dumps({"requests": len(payloads), "retries": retries, "seconds": elapsed}))
+    return 0
+
+
+# -- the measurement --------------------------------------------------------------------------
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _start_server(output: Path) -> tuple[subprocess.Popen[str], int, int]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "provtel.exporter.cli",
+            "serve",
+            "--output",
+            str(output),
+            "--grpc-port",
+            "0",
+            "--http-port",
+            "0",
+            "--grace",
+            "3600",
+            "--idle-timeout",
+            "3600",
+            "--max-series",
+            "0",
+            "--log-level",
+            "WARNING",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "listening" not in line:
+        proc.kill()
+        raise SystemExit(f"provtel serve did not start: {line!r}")
+    parts = dict(p.split("=", 1) for p in line.split() if "=" in p)
+    return proc, int(parts["grpc"].rsplit(":", 1)[1]), int(parts["http"].rsplit(":", 1)[1])
+
+
+def _phase(
+    signal_name: str,
+    payloads: list[list[bytes]],
+    ports: tuple[int, int],
+    server_pid: int,
+    tmp: Path,
+) -> dict[str, Any]:
+    go = tmp / f"go-{signal_name}"
+    procs = []
+    for i, requests in enumerate(payloads):
+        payload = tmp / f"{signal_name}-{i}.pickle"
+        payload.write_bytes(pickle.dumps(requests))
+        protocol = "grpc" if i % 2 == 0 else "http"
+        ready = tmp / f"ready-{signal_name}-{i}"
+        procs.append(
+            (
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--client",
+                        "--signal",
+                        signal_name,
+                        "--protocol",
+                        protocol,
+                        "--port",
+                        str(ports[0] if protocol == "grpc" else ports[1]),
+                        "--payload",
+                        str(payload),
+                        "--ready",
+                        str(ready),
+                        "--go",
+                        str(go),
+                    ],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                ),
+                ready,
+            )
+        )
+    while not all(ready.exists() for _, ready in procs):
+        if any(p.poll() is not None for p, _ in procs):
+            raise SystemExit("a client died before starting")
+        time.sleep(0.01)
+    cpu0 = _cpu_seconds(server_pid)
+    start = time.perf_counter()
+    go.touch()
+    results = []
+    for proc, _ in procs:
+        out, _ = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"a {signal_name} client failed")
+        results.append(json.loads(out))
+    elapsed = time.perf_counter() - start
+    cpu = _cpu_seconds(server_pid) - cpu0
+    return {
+        "seconds": elapsed,
+        "server_cpu": cpu,
+        "requests": sum(r["requests"] for r in results),
+        "retries": sum(r["retries"] for r in results),
+        "client_seconds": statistics.median(r["seconds"] for r in results),
+    }
+
+
+def _journal_spans(run_dir: Path) -> set[str]:
+    ids = set()
+    with open(run_dir / "journal.jsonl", encoding="utf-8") as journal:
+        for line in journal:
+            if line.startswith('{"t":"span"'):
+                ids.add(json.loads(line)["span_id"])
+    return ids
+
+
+def _series_rows(run_dir: Path) -> int:
+    rows = 0
+    for csv in (run_dir / "metrics").glob("*.csv"):
+        with open(csv, encoding="utf-8") as f:
+            rows += sum(1 for _ in f) - 1
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a tenth of the workload")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
+    for name in ("--signal", "--protocol", "--port", "--payload", "--ready", "--go"):
+        parser.add_argument(name, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.client:
+        return client(args)
+
+    sys.path.insert(0, str(ROOT / "exporter" / "src"))
+    n_clients = args.clients
+    spans_per_client = 2_048 if args.quick else 20_480
+    metric_requests = 40 if args.quick else 400
+    print(f"[bench_receiver] building the workload ({n_clients} ranks) ...", file=sys.stderr)
+    span_payloads = [build_span_requests(r, n_clients, spans_per_client) for r in range(n_clients)]
+    metric_payloads = [
+        build_metric_requests(r, n_clients, metric_requests) for r in range(n_clients)
+    ]
+    n_spans = n_clients * spans_per_client
+    n_points = n_clients * metric_requests * 100
+    span_bytes = sum(len(b) for p in span_payloads for b in p)
+
+    with tempfile.TemporaryDirectory(prefix="provtel-bench-receiver-") as tmp_name:
+        tmp = Path(tmp_name)
+        output = tmp / "prov"
+        server, grpc_port, http_port = _start_server(output)
+        try:
+            print("[bench_receiver] spans ...", file=sys.stderr)
+            spans = _phase("traces", span_payloads, (grpc_port, http_port), server.pid, tmp)
+            print("[bench_receiver] metric points ...", file=sys.stderr)
+            points = _phase("metrics", metric_payloads, (grpc_port, http_port), server.pid, tmp)
+            rss_kib = int(
+                next(
+                    line.split()[1]
+                    for line in Path(f"/proc/{server.pid}/status").read_text().splitlines()
+                    if line.startswith("VmHWM:")
+                )
+            )
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=60)
+        (run_dir,) = [d for d in output.iterdir() if (d / "journal.jsonl").exists()]
+        journaled = _journal_spans(run_dir)
+        rows = _series_rows(run_dir)
+        from provtel.exporter.prov.store import RunStore
+
+        start = time.perf_counter()
+        document = RunStore.reopen(run_dir).finalize()
+        finalise_s = time.perf_counter() - start
+        doc_mib = document.stat().st_size / 2**20
+
+    lost_spans = n_spans - len(journaled)
+    lost_points = n_points - rows
+    span_rate = n_spans / spans["seconds"]
+    point_rate = n_points / points["seconds"]
+    ok = lost_spans == 0 and lost_points == 0 and span_rate >= TARGET_SPANS_PER_S
+
+    print("## OTLP receiver (`provtel serve`): ingest with concurrent exporters\n")
+    print(
+        f"Target (issue 6): >= {TARGET_SPANS_PER_S:,} spans/s at zero loss on this machine. "
+        f"`provtel serve` runs as its own process; {n_clients} client processes, each a rank of "
+        "one job (one trace, so one run store: the worst case), half over OTLP/gRPC and half "
+        "over OTLP/HTTP protobuf, send pre-encoded requests back to back. Requests were "
+        "encoded by the SDK's OTLP encoder from real SDK spans (512 spans a request, each "
+        "span with 5 attributes; a resource of 14 attributes) and from SDK metric "
+        "collections (100 series a request, one point each); pre-encoding keeps the clients' "
+        "CPU low so that the receiver is what is measured. Time runs from the start signal to "
+        "the last acknowledgement. Server CPU is the receiver process's user+system time over "
+        "that interval (1.0 s per s = one core). Zero loss: after SIGTERM, every acknowledged "
+        "span is a line of the run's journal and every acknowledged point a row of a series "
+        "file.\n"
+    )
+    print(
+        "| phase | items | requests | wall s | items/s | server CPU s | CPU per item µs "
+        "| retries | lost |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        f"| spans | {n_spans:,} | {spans['requests']:,} | {spans['seconds']:.2f} | "
+        f"{span_rate:,.0f} | {spans['server_cpu']:.2f} | "
+        f"{spans['server_cpu'] / n_spans * 1e6:.1f} | {spans['retries']} | {lost_spans} |"
+    )
+    print(
+        f"| metric points | {n_points:,} | {points['requests']:,} | {points['seconds']:.2f} | "
+        f"{point_rate:,.0f} | {points['server_cpu']:.2f} | "
+        f"{points['server_cpu'] / n_points * 1e6:.1f} | {points['retries']} | {lost_points} |"
+    )
+    print(
+        f"\nRequests: {span_bytes / len([b for p in span_payloads for b in p]) / 1024:.0f} KiB "
+        f"per trace request on average. Receiver peak RSS: {rss_kib / 1024:.0f} MiB. "
+        f"Finalising the run afterwards ({n_spans:,} spans, {n_points:,} points in "
+        f"{n_clients * 100} series): {finalise_s:.1f} s, a {doc_mib:.0f} MiB `prov.json`.\n"
+    )
+    verdict = "**PASS**" if ok else "**FAIL**"
+    print(
+        f"{verdict}: {span_rate:,.0f} spans/s (target >= {TARGET_SPANS_PER_S:,}) and "
+        f"{point_rate:,.0f} data points/s with {n_clients} concurrent exporters; "
+        f"{lost_spans + lost_points} acknowledged items lost."
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
