@@ -24,5 +24,6 @@ for epoch in range(2):
         loss.backward()
         opt.step()
         losses.append(loss.item())
-json.dump(losses, open(f"losses_{rank}.json", "w"))
+with open(f"losses_{rank}.json", "w") as f:
+    json.dump(losses, f)
 dist.destroy_process_group()

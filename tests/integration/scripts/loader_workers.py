@@ -23,13 +23,14 @@ def main() -> None:
     model = nn.Linear(4, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     batches = 0
-    for epoch in range(2):
+    for _epoch in range(2):
         for x, y in loader:
             opt.zero_grad()
             nn.functional.mse_loss(model(x), y).backward()
             opt.step()
             batches += 1
-    json.dump({"batches": batches, "done_at": time.time()}, open("done.json", "w"))
+    with open("done.json", "w") as f:
+        json.dump({"batches": batches, "done_at": time.time()}, f)
 
 
 if __name__ == "__main__":  # spawn and forkserver workers import this module
