@@ -103,12 +103,21 @@ class Series:
         path = root / self.relpath
         if not path.exists():
             return
-        with open(path, encoding="utf-8") as src:
+        with open(path, encoding="utf-8", errors="replace") as src:
             header = src.readline().rstrip("\n").split(",")
+            if "value" not in header:
+                return
             at = header.index("value")
             for line in src:
-                cell = line.rstrip("\n").split(",")[at]
-                self.stats.add(_parse(cell))
+                if not line.endswith("\n"):
+                    break  # a row torn by a crash or a full disk: not part of the record
+                cells = line.rstrip("\n").split(",")
+                if len(cells) != len(header):
+                    continue
+                try:
+                    self.stats.add(_parse(cells[at]))
+                except ValueError:
+                    continue
 
 
 def _parse(cell: str) -> float | None:

@@ -524,9 +524,7 @@ class Router:
         resource = batches[0][0]["resource"]
         name = local_name(str(resource.get("service.name") or "unknown_service"), 40)
         try:
-            store = ReceiverStore(
-                create_run_dir(self.output_dir, f"{name}-metrics"), self.formats
-            )
+            store = ReceiverStore(create_run_dir(self.output_dir, f"{name}-metrics"), self.formats)
             for points in batches:
                 store.add_metric_points(points)
         except OSError:
