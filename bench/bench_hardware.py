@@ -54,6 +54,7 @@ from opentelemetry.sdk.metrics.export import (
     MetricsData,
     PeriodicExportingMetricReader,
 )
+
 from provtel.instrumentation import activity
 from provtel.instrumentation.hardware import (
     AmdSmiInstrumentor,

@@ -83,7 +83,6 @@ def build_span_requests(rank: int, world: int, n_spans: int) -> list[bytes]:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
     from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
     class _JobIds(RandomIdGenerator):

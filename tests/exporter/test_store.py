@@ -16,6 +16,7 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
 from provtel.exporter.prov import ProvMetricExporter, ProvSpanExporter
 from provtel.exporter.prov.store import JOURNAL, RunStore, build_document, create_run_dir
 from provtel.exporter.prov.validate import assert_valid

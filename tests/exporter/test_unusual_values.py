@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
 from provtel.exporter.prov import ProvSpanExporter
 from provtel.exporter.prov.store import RunStore, create_run_dir
 from provtel.exporter.prov.validate import assert_valid, validate_file

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from provtel.exporter.prov.validate import (
     assert_valid,
     check_file,
@@ -414,6 +415,7 @@ def test_nan_equal_to_itself_but_real_changes_still_reported() -> None:
 
 def test_xml_and_jsonld_schemas_reject_bad_output() -> None:
     from lxml import etree
+
     from provtel.exporter.prov.validate import _jsonld_validator, _xml_schema
 
     document = _prov_document(_valid())
@@ -482,6 +484,7 @@ def test_exporter_document_passes_the_whole_pipeline(tmp_path: Path) -> None:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.trace import Link, Status, StatusCode
     from opentelemetry.util.types import AnyValue
+
     from provtel.exporter.prov import ProvMetricExporter, ProvSpanExporter
 
     resource = Resource.create(

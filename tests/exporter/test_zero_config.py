@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import ClassVar
 
 from provtel.exporter.prov.validate import assert_valid
-
 from tests.support import clean_env, run_documents, run_instrumented
 
 SCRIPT = """

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from provtel.exporter.prov.validate import assert_valid
 
+from provtel.exporter.prov.validate import assert_valid
 from tests.support import INSTRUMENT, clean_env, run_documents
 
 SCRIPT = """

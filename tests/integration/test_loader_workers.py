@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from provtel.exporter.prov.validate import assert_valid
 
+from provtel.exporter.prov.validate import assert_valid
 from tests.support import clean_env, run_documents, run_instrumented
 
 SCRIPT = Path(__file__).parent / "scripts" / "loader_workers.py"

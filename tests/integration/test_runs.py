@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from provtel.exporter.prov.validate import assert_valid
-
 from tests.support import run_documents, run_instrumented
 
 SCRIPT = Path(__file__).parent / "scripts" / "two_runs.py"

@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 import torch
-from provtel.exporter.prov.validate import assert_valid
 
+from provtel.exporter.prov.validate import assert_valid
 from tests.support import clean_env, run_documents, run_instrumented
 
 pytestmark = pytest.mark.slow

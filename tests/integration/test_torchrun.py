@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from provtel.exporter.prov.validate import assert_valid
 
+from provtel.exporter.prov.validate import assert_valid
 from tests.support import INSTRUMENT, clean_env
 
 SCRIPT = Path(__file__).parent / "scripts" / "ddp_train.py"

@@ -9,6 +9,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
 from provtel.exporter.prov.otlp import (
     OtlpError,
     convert_metrics,
@@ -18,7 +19,6 @@ from provtel.exporter.prov.otlp import (
     to_json,
 )
 from provtel.exporter.prov.records import metric_points, span_record
-
 from tests.receiver.helpers import metrics_data, resource, trace_request, training_spans
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from provtel.exporter.prov.otlp import convert_metrics, convert_spans
 from provtel.exporter.prov.validate import assert_valid
 from provtel.exporter.receiver.runs import MARKER, PENDING_DIR, Overloaded, Router
-
 from tests.receiver.helpers import (
     documents,
     metrics_request,

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
 from provtel.instrumentation import activity
 from provtel.instrumentation.hardware import (
     AmdSmiInstrumentor,

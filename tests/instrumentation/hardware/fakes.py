@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pynvml
+
 from provtel.instrumentation.hardware._common import (
     BackendUnavailable,
     DeviceLost,

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+
 from provtel.instrumentation import activity
 from provtel.instrumentation.hardware import AmdSmiInstrumentor
 from provtel.instrumentation.hardware._runtime import RUNTIME

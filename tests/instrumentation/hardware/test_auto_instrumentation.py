@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 from opentelemetry.instrumentation.dependencies import get_dist_dependency_conflicts
-from provtel.exporter.prov.validate import assert_valid
 
+from provtel.exporter.prov.validate import assert_valid
 from tests.support import clean_env, run_documents, run_instrumented
 
 from .fakes import rapl_tree

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from provtel.instrumentation import activity
 from provtel.instrumentation.hardware import NvmlInstrumentor, RaplInstrumentor, carbon
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from provtel.instrumentation import activity
 from provtel.instrumentation.hardware import NvmlInstrumentor
 from provtel.instrumentation.hardware._common import ReadError

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import psutil
 import pytest
+
 from provtel.instrumentation import activity
 from provtel.instrumentation.hardware import HostInstrumentor, NvmlInstrumentor
 from provtel.instrumentation.hardware._runtime import RUNTIME

@@ -8,6 +8,7 @@ from unittest import mock
 
 import pynvml
 import pytest
+
 from provtel.instrumentation import activity
 from provtel.instrumentation.hardware import NvmlInstrumentor
 from provtel.instrumentation.hardware._common import (

@@ -7,6 +7,7 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+
 from provtel.instrumentation import activity
 from provtel.instrumentation.hardware import RaplInstrumentor, rapl
 from provtel.instrumentation.hardware._common import BackendUnavailable

@@ -1,9 +1,10 @@
 """Two named runs in one process (a notebook, or pretraining then fine-tuning)."""
 
-import provtel.run
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+
+import provtel.run
 
 
 def train(model: nn.Module, loader: DataLoader, epochs: int, lr: float) -> None:

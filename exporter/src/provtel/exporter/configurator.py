@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
+
 from provtel.exporter import signals
 
 

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+
 from provtel.semconv import attributes as sc
 
 

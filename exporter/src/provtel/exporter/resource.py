@@ -8,6 +8,7 @@ import os
 import sys
 
 from opentelemetry.sdk.resources import Resource, ResourceDetector
+
 from provtel.exporter import job
 from provtel.exporter.prov.exporter import default_run_name
 from provtel.semconv import attributes as sc

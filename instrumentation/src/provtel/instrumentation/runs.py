@@ -24,6 +24,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
+
 from provtel.semconv import activities as act
 from provtel.semconv import attributes as sc
 from provtel.semconv import spans

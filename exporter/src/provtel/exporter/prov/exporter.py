@@ -32,6 +32,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
 from provtel.exporter import job
 from provtel.exporter.environment_variables import (
     OTEL_PYTHON_PROVTEL_FORMATS,

@@ -24,6 +24,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
 from provtel.exporter.prov.otlp import OtlpError, convert_metrics, convert_spans, parse_json
 from provtel.exporter.receiver.runs import Router
 

@@ -28,6 +28,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+
 from provtel.exporter.prov.otlp import convert_metrics, convert_spans, to_json
 from provtel.exporter.receiver.prometheus import PrometheusView
 from provtel.exporter.receiver.runs import Overloaded, Router

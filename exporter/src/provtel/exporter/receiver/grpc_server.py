@@ -34,6 +34,7 @@ from google.rpc import code_pb2, status_pb2
 from google.rpc.error_details_pb2 import RetryInfo
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
 from provtel.exporter.prov.otlp import OtlpError, parse_protobuf
 from provtel.exporter.receiver.core import Receiver
 from provtel.exporter.receiver.runs import Overloaded

@@ -42,6 +42,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
 from provtel.exporter.prov.otlp import OtlpError, parse_json, parse_protobuf
 from provtel.exporter.receiver.core import Receiver
 from provtel.exporter.receiver.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE

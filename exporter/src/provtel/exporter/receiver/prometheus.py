@@ -37,6 +37,7 @@ from typing import Any
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
+
 from provtel.exporter.prov.otlp import _attrs
 
 logger = logging.getLogger(__name__)

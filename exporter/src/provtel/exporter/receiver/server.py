@@ -9,6 +9,7 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import grpc
+
 from provtel.exporter.receiver.core import Receiver, ReceiverConfig
 from provtel.exporter.receiver.grpc_server import start_grpc_server
 from provtel.exporter.receiver.http_server import start_http_server

@@ -12,6 +12,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
     BaseInstrumentor,
 )
 from opentelemetry.metrics import Meter, get_meter
+
 from provtel.instrumentation.hardware._common import Component
 from provtel.instrumentation.hardware._runtime import RUNTIME
 from provtel.instrumentation.hardware.version import __version__

@@ -21,6 +21,7 @@ import os
 from typing import Any
 
 from opentelemetry.metrics import Meter
+
 from provtel.instrumentation.hardware._common import (
     BackendUnavailable,
     ReadError,

@@ -25,6 +25,7 @@ from importlib import resources
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
 from provtel.instrumentation.hardware._common import EnergySource, log_once
 from provtel.instrumentation.hardware.environment_variables import (
     OTEL_PYTHON_PROVTEL_CARBON_INTENSITY,

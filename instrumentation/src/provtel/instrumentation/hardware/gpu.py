@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
 from provtel.instrumentation.hardware import _runtime
 from provtel.instrumentation.hardware._common import (
     UNAVAILABLE,

@@ -46,6 +46,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
 from provtel.instrumentation.hardware import _runtime
 from provtel.instrumentation.hardware._common import log_once
 from provtel.instrumentation.hardware._instrumentor import HardwareInstrumentor

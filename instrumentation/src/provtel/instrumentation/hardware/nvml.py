@@ -47,6 +47,7 @@ import warnings
 from typing import Any
 
 from opentelemetry.metrics import Meter
+
 from provtel.instrumentation.hardware._common import (
     BackendUnavailable,
     DeviceLost,

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
 from provtel.instrumentation.hardware import _runtime
 from provtel.instrumentation.hardware._common import (
     UNAVAILABLE,

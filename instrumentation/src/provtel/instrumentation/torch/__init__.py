@@ -64,6 +64,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 )
 from opentelemetry.instrumentation.utils import unwrap
 from packaging.version import InvalidVersion, Version
+
 from provtel.instrumentation.torch import checkpoint, hparams, loader
 from provtel.instrumentation.torch._guard import Guard
 from provtel.instrumentation.torch.config import Config

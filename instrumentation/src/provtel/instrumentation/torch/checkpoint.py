@@ -10,6 +10,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
+
 from provtel.instrumentation.torch._guard import Guard
 from provtel.instrumentation.torch.tracker import Tracker
 from provtel.semconv import activities as act

@@ -28,6 +28,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
+
 from provtel.instrumentation import activity
 from provtel.instrumentation.torch.config import Config
 from provtel.instrumentation.torch.hparams import loader_attributes

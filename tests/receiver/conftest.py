@@ -1,0 +1,34 @@
+"""Fixtures: an in-process ``provtel serve`` on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provtel.exporter.receiver import ReceiverConfig, ReceiverServer
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., ReceiverServer]]:
+    """Start receivers (any free ports, output under the test's folder); stopped at the end."""
+    servers: list[ReceiverServer] = []
+
+    def start(**overrides: Any) -> ReceiverServer:
+        settings: dict[str, Any] = {
+            "output_dir": tmp_path / "out",
+            "grpc_port": 0,
+            "http_port": 0,
+            "grace_s": 0.2,
+        }
+        settings.update(overrides)
+        server = ReceiverServer(ReceiverConfig(**settings))
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop(grace_s=1.0)
