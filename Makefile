@@ -6,12 +6,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.provtel-installed
 PIP := $(BIN)/python -m pip
 
-.PHONY: install demo test lint bench clean
+.PHONY: install system-deps demo test lint bench clean
 
 $(STAMP): pyproject.toml semconv/pyproject.toml instrumentation/pyproject.toml exporter/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "torch==2.13.0" -e semconv -e instrumentation -e exporter -e ".[dev]"
+	# prov 2.0.0, which the yProv service parses uploads with, for `provtel validate`
+	$(PIP) install -q --no-deps --target $(VENV)/prov2 "prov==2.0.0"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,7 +26,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: lint
+# A real Prometheus server and openssl for the receiver tests (Debian packages). Installed when
+# missing and we may (root with apt-get); otherwise those tests say why they are skipped.
+system-deps:
+	@if ! command -v prometheus >/dev/null || ! command -v openssl >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus openssl >/dev/null; \
+	  else echo "prometheus/openssl missing and not root: their tests will be skipped"; fi; \
+	fi
+
+test: lint system-deps
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -14,7 +14,7 @@ Method:
   HTTP on loopback, finalisation timers out of the way).
 * The workload is built once, with the SDK itself: spans made by a ``TracerProvider`` (the
   resource of a rank of a training job: service, host, process, ``ml.job.*``/``ml.rank``
-  attributes; each span with 5 attributes, like pass and checkpoint spans) and encoded by the
+  attributes; each span with 5 attributes) and encoded by the
   OTLP exporter's encoder (``encode_spans``) into requests of 512 spans (the batch processor's
   default); metric requests hold 100 series (10 instruments x 10 attribute sets, like an SDK
   export of hardware readings), one point each, as ``encode_metrics`` writes them.
@@ -46,7 +46,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
 TARGET_SPANS_PER_S = 50_000
 BATCH = 512
 
@@ -110,8 +109,7 @@ def build_span_requests(rank: int, world: int, n_spans: int) -> list[bytes]:
     spans = memory.get_finished_spans()
     provider.shutdown()
     return [
-        encode_spans(spans[i : i + BATCH]).SerializeToString()
-        for i in range(0, len(spans), BATCH)
+        encode_spans(spans[i : i + BATCH]).SerializeToString() for i in range(0, len(spans), BATCH)
     ]
 
 
@@ -325,7 +323,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.client:
         return client(args)
 
-    sys.path.insert(0, str(ROOT / "exporter" / "src"))
     n_clients = args.clients
     spans_per_client = 2_048 if args.quick else 20_480
     metric_requests = 40 if args.quick else 400
@@ -380,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         "one job (one trace, so one run store: the worst case), half over OTLP/gRPC and half "
         "over OTLP/HTTP protobuf, send pre-encoded requests back to back. Requests were "
         "encoded by the SDK's OTLP encoder from real SDK spans (512 spans a request, each "
-        "span with 5 attributes; a resource of 14 attributes) and from SDK metric "
+        "span with 5 attributes; a resource of 17 attributes) and from SDK metric "
         "collections (100 series a request, one point each); pre-encoding keeps the clients' "
         "CPU low so that the receiver is what is measured. Time runs from the start signal to "
         "the last acknowledgement. Server CPU is the receiver process's user+system time over "

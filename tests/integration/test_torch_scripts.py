@@ -115,7 +115,9 @@ class Run:
 
     def values(self, label: str, context: str = "training") -> list[float]:
         rows = self.series(label, context)
-        assert [int(r["step"]) for r in rows] == list(range(len(rows)))  # every step, in order
+        steps = [int(r["step"]) for r in rows]
+        # every step once, in order (``step`` is global: evaluation batches are counted too)
+        assert steps == sorted(set(steps))
         return [float(r["value"]) for r in rows]  # repr-written floats parse back exactly
 
     def checkpoints(self) -> list[tuple[str, dict[str, Any]]]:

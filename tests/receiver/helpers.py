@@ -238,7 +238,8 @@ class ServeProcess:
 
     def log_text(self) -> str:
         """What the server logged so far."""
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log.read_text(encoding="utf-8")
 
     def kill(self) -> None:

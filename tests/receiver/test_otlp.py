@@ -101,7 +101,11 @@ def test_collector_style_json() -> None:
     assert rec["trace_id"] == "5b8efff798038103d269b633813fc60c"
     assert rec["span_id"] == "eee19b7ec3c1b174"
     assert rec["parent_span_id"] is None and rec["parent_is_remote"] is False
-    assert (rec["kind"], rec["status"], rec["status_description"]) == ("INTERNAL", "ERROR", "failed")
+    assert (rec["kind"], rec["status"], rec["status_description"]) == (
+        "INTERNAL",
+        "ERROR",
+        "failed",
+    )
     assert (rec["start"], rec["end"]) == (1544712660000000000, 1544712661000000000)
     assert rec["attributes"] == {
         "ml.activity": "run",

@@ -167,3 +167,26 @@ def test_too_many_open_runs_is_retry_later_with_nothing_written(tmp_path: Path) 
         router.add_spans(spans_of(resource(), trace_id=1) + spans_of(resource(), trace_id=2))
     (run,) = router.runs
     assert run.spans == len(spans_of(resource(), trace_id=1))
+
+
+def test_reopen_repairs_what_a_kill_tore(tmp_path: Path) -> None:
+    from provtel.exporter.prov.store import JOURNAL, RunStore
+
+    clock = Clock()
+    router = make_router(tmp_path, clock)
+    router.add_spans(spans_of(resource(), root=False))
+    router.add_metrics(points_of(resource(), steps=1))
+    (run,) = router.runs
+    router.close()
+    # A writer killed mid-line: half a journal record, half a CSV row.
+    with open(run.dir / JOURNAL, "a") as journal:
+        journal.write('{"t":"span","trace_id":"00')
+    (steps_csv,) = (run.dir / "metrics").glob("ml.steps*.csv")
+    with open(steps_csv, "a") as rows:
+        rows.write("17000000")
+
+    store = RunStore.reopen(run.dir)
+    store.add_metric_points(points_of(resource(), steps=3)[0].points)
+    doc = store.finalize()
+    assert_valid(doc)
+    assert metric_rows(run.dir, "ml.steps") == [1, 3]

@@ -1,5 +1,6 @@
-"""A torch.compile'd model (a graph-counting backend that runs the graphs eagerly, so no C++
-compiler is needed) whose forward calls ``self.parameters()``; a DataLoader pass per epoch."""
+"""torch.compile: a compiled model whose forward calls ``self.parameters()`` (epoch 0), then a
+compiled training step with backward and optimizer step inside (epoch 1). The backend counts
+the graphs it receives and runs them eagerly, so no C++ compiler is needed."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from _result import write
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-graphs = []
+graphs: list[int] = []
 
 
-def counting_backend(gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor]):
+def counting_backend(gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor]):  # noqa: ANN201
     graphs.append(len(gm.graph.nodes))
     return gm.forward
 
@@ -31,12 +32,24 @@ data = TensorDataset(torch.randn(64, 6), torch.randn(64, 1))
 model = Net()
 compiled = torch.compile(model, backend=counting_backend)
 optimizer = torch.optim.Adam(compiled.parameters(), lr=1e-2)
+
+
+@torch.compile(backend=counting_backend)
+def train_step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    optimizer.zero_grad()
+    loss = nn.functional.mse_loss(model(x), y)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 losses = []
-for _epoch in range(2):
-    for x, y in DataLoader(data, batch_size=16, drop_last=True):
-        optimizer.zero_grad()
-        loss = nn.functional.mse_loss(compiled(x), y)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+for x, y in DataLoader(data, batch_size=16, drop_last=True):
+    optimizer.zero_grad()
+    loss = nn.functional.mse_loss(compiled(x), y)
+    loss.backward()
+    optimizer.step()
+    losses.append(loss.item())
+for x, y in DataLoader(data, batch_size=16, drop_last=True):
+    losses.append(train_step(x, y).item())
 write(losses, {"model": model}, graphs=graphs)

@@ -113,7 +113,7 @@ class RunStore:
         for rec in records:
             rid = self._resource(rec.pop("resource", None) or {}, lines)
             for part in step_series(rec):
-                key = f"step|{part.label}|{part.context}|{rec['trace_id']}"
+                key = f"step|{part.label}|{part.context}|{rec['trace_id']}|{rid}"
                 series = self._get_series(
                     key,
                     lines,

@@ -30,8 +30,11 @@ The pipeline (steps 1, 2, 3, 5 and 6 of ``reference/prov.md`` §3), run by
    15 s per million records). The report's ``notes`` say so, and :func:`validate_file` logs them
    as warnings.
 
-Step 4 of the reference (parsing with ``prov`` 2.0.0, the yProv upload path) needs a second
-virtual environment and is not part of this module.
+4. **prov 2.0.0** (``round_trips=True``): the yProv service parses uploads with ``prov==2.0.0``,
+   which cannot be imported beside ``prov`` 3; when a copy is installed in a directory of its
+   own (``make install`` puts one in ``.venv/prov2``; ``PROVTEL_PROV2_PATH`` names another), the
+   document is parsed with it in a subprocess. Without that copy the step is skipped and the
+   report's ``notes`` say so.
 
 Heavy imports (``prov``, ``lxml``, ``rdflib``, ``fastjsonschema``) happen inside the functions
 that need them, so importing this module is cheap. Compiled schemas are cached per process.
@@ -234,8 +237,51 @@ def check_file(
         report.problems.extend(
             _guard("prov check", _prov_problems, path, round_trips, report.timings)
         )
+    if round_trips:
+        prov2 = prov2_path()
+        if prov2 is None:
+            report.notes.append("no prov 2.0.0 copy (PROVTEL_PROV2_PATH): skipped its parse")
+        else:
+            with _timed(report, "prov 2.0.0"):
+                report.problems.extend(_guard("prov 2.0.0 parse", _prov2_problems, path, prov2))
     logger.debug("validated %s in %s", path, report.timings)
     return report
+
+
+# -- step 4: prov 2.0.0, the yProv upload path --------------------------------------------------
+
+_PROV2_SCRIPT = """
+import sys, warnings
+import prov, prov.model
+if not prov.__version__.startswith("2."):
+    sys.exit(f"prov {prov.__version__} found instead of 2.0.0")
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    prov.model.ProvDocument.deserialize(sys.argv[1], format="json")
+"""
+
+
+def prov2_path() -> Path | None:
+    """The directory holding ``prov`` 2.0.0 (``PROVTEL_PROV2_PATH``, else ``<venv>/prov2``)."""
+    import sys
+
+    configured = os.environ.get("PROVTEL_PROV2_PATH")
+    candidate = Path(configured) if configured else Path(sys.prefix) / "prov2"
+    return candidate if (candidate / "prov" / "__init__.py").is_file() else None
+
+
+def _prov2_problems(path: Path, prov2: Path) -> list[str]:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(prov2), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    result = subprocess.run([sys.executable, "-c", _PROV2_SCRIPT, str(path)], env=env,
+                            capture_output=True, text=True, timeout=300, check=False)
+    if result.returncode == 0:
+        return []
+    tail = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
+    return [f"prov 2.0.0 (the yProv upload path) cannot parse the document: {tail}"]
 
 
 # -- step 0: JSON -------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ MiB = 1024 * 1024
 
 @dataclass(frozen=True)
 class ReceiverConfig:
-    """Settings of ``provtel serve`` (each is a command-line option of the same name)."""
+    """Settings of ``provtel serve`` (its command-line options set them)."""
 
     #: Where run folders are written.
     output_dir: Path = Path("prov")
@@ -141,7 +141,8 @@ class _Archive:
 
 @dataclass
 class Stats:
-    """Counters of what the receiver took and refused (logged at shutdown)."""
+    """Counters of what the receiver took and refused, logged at shutdown (approximate: the
+    transports' threads update them without a lock)."""
 
     spans: int = 0
     points: int = 0
@@ -200,6 +201,10 @@ class Receiver:
             except Overloaded:
                 self.stats.refused_requests += 1
                 raise
+            except OSError as exc:  # disk full, permissions: not the client's fault; retry later
+                self.stats.refused_requests += 1
+                logger.error("provtel serve: cannot journal a request: %s", exc)
+                raise Overloaded(f"the receiver cannot write: {exc}", 5.0) from exc
             if self._archive is not None:
                 self._archive.write(to_json(request))
         self.stats.spans += len(batch.records)
@@ -220,6 +225,10 @@ class Receiver:
             except Overloaded:
                 self.stats.refused_requests += 1
                 raise
+            except OSError as exc:  # disk full, permissions: not the client's fault; retry later
+                self.stats.refused_requests += 1
+                logger.error("provtel serve: cannot journal a request: %s", exc)
+                raise Overloaded(f"the receiver cannot write: {exc}", 5.0) from exc
             if self._archive is not None:
                 self._archive.write(to_json(request))
         if self.prometheus is not None:

@@ -129,13 +129,16 @@ def start_grpc_server(receiver: Receiver) -> tuple[grpc.Server, int]:
         maximum_concurrent_rpcs=config.grpc_max_concurrent_rpcs,
     )
     address = f"{config.host}:{config.grpc_port or 0}"
-    if config.tls_cert is not None and config.tls_key is not None:
-        credentials = grpc.ssl_server_credentials(
-            [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())]
-        )
-        port = server.add_secure_port(address, credentials)
-    else:
-        port = server.add_insecure_port(address)
+    try:
+        if config.tls_cert is not None and config.tls_key is not None:
+            credentials = grpc.ssl_server_credentials(
+                [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())]
+            )
+            port = server.add_secure_port(address, credentials)
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpcio's way of saying the address is taken
+        raise OSError(f"cannot listen for OTLP/gRPC on {address}: {exc}") from None
     if port == 0:
         raise OSError(f"cannot listen for OTLP/gRPC on {address}")
     server.start()

@@ -21,7 +21,9 @@ Status codes (OTLP specification, "OTLP/HTTP Response"); error bodies are a
 500         a bug; logged
 =========== =====================================================================================
 
-When the body is refused before it was read, the connection is closed after the response.
+A refused request's body is read and dropped (up to ``max_message_bytes``) so that the client
+reads the answer and the connection goes on; a larger body, or one of unknown length, closes
+the connection after the answer.
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ class _Refused(Exception):
 
 
 class _Handler(BaseHTTPRequestHandler):
+    _unread: int | None = None
+    _client_closes = False
     protocol_version = "HTTP/1.1"
     server_version = "provtel-serve"
     sys_version = ""
@@ -131,9 +135,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         receiver = self.server.receiver
         json_body = self.headers.get("Content-Type", "").split(";")[0].strip().lower() == JSON
+        self._client_closes = self.close_connection
+        self._unread = self._declared_length()
         try:
             self._post(receiver, json_body)
         except _Refused as refused:
+            self._skip_body(receiver.config.max_message_bytes)
             self._error(refused, json_body)
         except (OSError, ssl.SSLError):
             self.close_connection = True  # the client went away or timed out
@@ -142,13 +149,44 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._error(_Refused(500, "internal error; see the receiver's log"), json_body)
 
+    def _declared_length(self) -> int | None:
+        """Bytes of body still to read; None when unknown (chunked, or a bad header)."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return None
+        length = self.headers.get("Content-Length")
+        if length is None:
+            return 0
+        try:
+            size = int(length)
+        except ValueError:
+            return None
+        return size if size >= 0 else None
+
+    def _skip_body(self, limit: int) -> None:
+        """Read and drop the body of a refused request, so that the client reads the answer
+        (instead of a reset) and the connection serves its next request; too large or of unknown
+        length: close the connection instead."""
+        unread = self._unread
+        if unread is None or unread > limit:
+            self.close_connection = True
+            return
+        try:
+            while unread > 0:
+                chunk = self.rfile.read(min(unread, 65_536))
+                if not chunk:
+                    self.close_connection = True
+                    return
+                unread -= len(chunk)
+        except OSError:
+            self.close_connection = True
+            return
+        self._unread = 0
+        self.close_connection = self._client_closes
+
     def _post(self, receiver: Receiver, json_body: bool) -> None:
         config = receiver.config
         path = urlsplit(self.path).path
         signal = _SIGNALS.get(path)
-        # Refusals before the body is read close the connection: the body is still unread.
-        client_closes = self.close_connection
-        self.close_connection = True
         if signal is None:
             raise _Refused(404, f"no OTLP endpoint at {path} (use /v1/traces or /v1/metrics)")
         if not receiver.token_ok(self.headers.get("Authorization")):
@@ -179,7 +217,7 @@ class _Handler(BaseHTTPRequestHandler):
                 receiver.stats.refused_requests += 1
                 raise _Refused(503, "receiver busy: retry later", config.retry_after_s)
             body = self._read_chunked(config.max_message_bytes) if chunked else self._read(size)
-            self.close_connection = client_closes  # the body is read: the connection can go on
+            self._unread = 0
             if encoding == "gzip":
                 body = _gunzip(body, config.max_message_bytes)
             request_type, method = signal

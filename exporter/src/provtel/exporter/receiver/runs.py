@@ -41,6 +41,7 @@ serialises it anyway); building a document runs outside it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -245,6 +246,9 @@ class PendingMetrics:
             batches.extend(_read_pending(entry.path))
             entry.path.unlink(missing_ok=True)
             self._remove(entry)
+        if batches and not self._entries:
+            with contextlib.suppress(OSError):  # leave no empty folder behind
+                self.dir.rmdir()
         return batches
 
     def take_expired(self, now: float, idle_s: float) -> list[Path]:
@@ -533,6 +537,8 @@ class Router:
         doc = self._finalize(store)
         if doc is not None:
             path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # leave no empty folder behind
+                path.parent.rmdir()
             logger.info("provtel serve: metrics of %s never matched a run's spans -> %s", name, doc)
         return doc
 

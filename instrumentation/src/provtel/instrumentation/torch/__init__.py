@@ -18,7 +18,8 @@ it is traced as a training run:
 * **step blocks** (``ml.step_block``), children of their pass, each carrying per-step arrays:
   start time, duration, data wait, backward and optimizer time, loss, learning rate, batch
   size, and skipped steps when an AMP ``GradScaler`` is used. A step is one batch when a
-  DataLoader pass is active, else one step of the first optimizer, else one backward. Losses
+  DataLoader pass is active, else one round of optimizer steps (a GAN's optimizers together),
+  else (no optimizer) one backward. Losses
   are kept as detached tensors and read once per block, so no device synchronisation is added
   per step; on CUDA the phase times come from CUDA events read once per block;
 * **checkpoints**: ``torch.save`` / ``torch.load`` as ``ml.checkpoint.save`` / ``.load`` spans
@@ -132,6 +133,7 @@ class TorchInstrumentor(BaseInstrumentor):
             ("random", self._on_random),
             ("numpy", self._on_numpy),
             ("argparse", self._on_argparse),
+            ("torch._dynamo", self._on_dynamo),
         ):
             wrapt.register_post_import_hook(self._guarded(hook), module)
 
@@ -269,6 +271,12 @@ class TorchInstrumentor(BaseInstrumentor):
             return wrapped(*args, **kwargs)
 
         return wrapper
+
+    def _on_dynamo(self, module: Any) -> None:
+        # torch.compile must neither trace nor compile the hooks (graph breaks, extra graphs):
+        # it skips the files of this package, as it skips torch's own. torch._dynamo is only
+        # imported by scripts that compile (importing it costs about a second).
+        importlib.import_module("torch._dynamo.trace_rules").add(__name__)
 
     def _on_torch(self, torch: Any) -> None:
         tracker = Tracker(self._tracer, self._meter, self._config, torch)

@@ -247,6 +247,7 @@ class Tracker:
         self.run_name = None
         self.recorder = StepRecorder()
         self.training_passes = self.eval_passes = 0
+        self.trained = False
         self.last_boundary = 0
         self.primary_optimizer = None
         self.optimizer_seen = False
