@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 def main() -> None:
     how = sys.argv[1]
     torch.manual_seed(0)
-    loader = DataLoader(TensorDataset(torch.randn(64, 4), torch.randn(64, 1)), batch_size=8)
+    loader = DataLoader(TensorDataset(torch.randn(4096, 4), torch.randn(4096, 1)), batch_size=8)
     model = nn.Linear(4, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     steps = 0
@@ -26,7 +26,8 @@ def main() -> None:
                 if how == "raise":
                     raise FloatingPointError("loss diverged")
                 print("ready", flush=True)
-        torch.save(model.state_dict(), f"ckpt_{epoch % 2}.pt")
+        if epoch % 2 == 0:
+            torch.save(model.state_dict(), f"ckpt_{epoch % 2}.pt")
 
 
 if __name__ == "__main__":
