@@ -13,10 +13,10 @@ import contextlib
 import hmac
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsPartialSuccess,
@@ -192,12 +192,11 @@ class Receiver:
 
     # -- export -----------------------------------------------------------------------------
 
-    def export_traces(self, request: ExportTraceServiceRequest) -> ExportTraceServiceResponse:
-        """Journal a trace request; raises :class:`Overloaded` (nothing kept) to refuse it."""
-        batch = convert_spans(request)
+    def _journal(self, add: Callable[[Any], None], payload: Any, request: Any) -> None:
+        """Hand converted records to the router (which journals them) before acknowledging."""
         with self._ordered():
             try:
-                self.router.add_spans(batch.records)
+                add(payload)
             except Overloaded:
                 self.stats.refused_requests += 1
                 raise
@@ -207,6 +206,11 @@ class Receiver:
                 raise Overloaded(f"the receiver cannot write: {exc}", 5.0) from exc
             if self._archive is not None:
                 self._archive.write(to_json(request))
+
+    def export_traces(self, request: ExportTraceServiceRequest) -> ExportTraceServiceResponse:
+        """Journal a trace request; raises :class:`Overloaded` (nothing kept) to refuse it."""
+        batch = convert_spans(request)
+        self._journal(self.router.add_spans, batch.records, request)
         self.stats.spans += len(batch.records)
         response = ExportTraceServiceResponse()
         if batch.rejected:
@@ -219,18 +223,7 @@ class Receiver:
     def export_metrics(self, request: ExportMetricsServiceRequest) -> ExportMetricsServiceResponse:
         """Journal a metrics request; raises :class:`Overloaded` (nothing kept) to refuse it."""
         batch = convert_metrics(request)
-        with self._ordered():
-            try:
-                self.router.add_metrics(batch.groups)
-            except Overloaded:
-                self.stats.refused_requests += 1
-                raise
-            except OSError as exc:  # disk full, permissions: not the client's fault; retry later
-                self.stats.refused_requests += 1
-                logger.error("provtel serve: cannot journal a request: %s", exc)
-                raise Overloaded(f"the receiver cannot write: {exc}", 5.0) from exc
-            if self._archive is not None:
-                self._archive.write(to_json(request))
+        self._journal(self.router.add_metrics, batch.groups, request)
         if self.prometheus is not None:
             self.prometheus.update(request)
         self.stats.points += sum(len(g.points) for g in batch.groups)
