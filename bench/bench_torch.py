@@ -12,22 +12,27 @@ stderr, and exits 1 when a budget fails.
 
 Method:
 
-1. **Per step**, in this process, one thread (``torch.set_num_threads(1)``): an MLP trained with
-   SGD over an in-memory ``DataLoader`` (the common path: DataLoader, backward and optimizer
-   hooks all run every step). Blocks of steps alternate plain / instrumented (ABBA order);
-   ``TorchInstrumentor().instrument()`` before an instrumented block and ``uninstrument()``
-   after it, with an SDK ``TracerProvider`` + ``BatchSpanProcessor`` (queue and delay as the
-   provtel distro sets them) + the real ``ProvSpanExporter``, and a ``MeterProvider`` with the
-   real ``ProvMetricExporter``, writing into a temporary directory. A step's time is the time
-   between the starts of consecutive loop iterations, so it includes fetching the batch and
-   every hook; the first steps of each block are dropped (pass start, the run's git lookup).
-   In-process alternation was chosen over two alternating subprocesses because both arms then
-   share one interpreter, one allocator and the same CPU state, and the drift of a shared
-   machine cancels out block by block. "Added (median)" is the difference of the medians of all
-   plain and all instrumented steps; "added (mean)" the difference of the means, which also
-   carries the once-per-block work (spans, metrics, loss read-out) spread over the steps of a
-   block. Workloads: a tiny model (the hooks' own cost, nothing else), ~2 ms and ~20 ms per
-   step.
+1. **Per step**: two long-lived processes run the same training script under
+   ``opentelemetry-instrument`` (same SDK, exporters and hardware instrumentors), one with
+   ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=provtel_torch`` ("plain"), one without
+   ("instrumented"). This script tells them in turn to take a chunk of steps (ABBA order, the
+   other one waiting on its pipe), so the drift of a shared machine cancels out chunk by chunk
+   while each process keeps its steady state: one run, one long epoch over a DataLoader (an
+   ``IterableDataset`` cycling over a few ready batches, no collation), step blocks every
+   1000 steps or 1 s, spans exported by the provtel distro's ``BatchSpanProcessor`` on its
+   thread, metrics every 10 s. (Instrumenting and uninstrumenting in one process instead would
+   start and end a run for every chunk, a cost a real run pays once.) One thread
+   (``torch.set_num_threads(1)``); an MLP trained with SGD. A step's time is the time between
+   the ends of consecutive batch fetches, so it holds the step's work, the next fetch and every
+   hook; the first steps of each chunk are dropped (caches cold after the other process ran).
+   "Added (median)" is the difference of the medians of all plain and all instrumented steps;
+   "added (mean)" the difference of the means, which also carries the once-per-block work
+   (spans, metrics) and the exporter thread's share of the interpreter. Workloads: a tiny model
+   (the hooks' own cost), ~2 ms and ~20 ms per step; the same comparison between two plain
+   processes (null runs) shows what this machine can resolve, and one with the instrumented
+   process's exporters off (``OTEL_TRACES_EXPORTER=none``, ``OTEL_METRICS_EXPORTER=none``)
+   separates the cost of exporting from the cost of the hooks. The instrumented process's
+   document must hold every step it took. The verdict is the ~2 ms workload's, as measured.
 2. **Start-up**: wall time from launching ``opentelemetry-instrument python script.py`` to the
    end of the script's first training step (the script imports torch, builds a model and takes
    one step, then prints the time), with ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=provtel_torch``
@@ -40,28 +45,16 @@ Method:
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
-
-from provtel.exporter.prov import ProvMetricExporter, ProvSpanExporter
-from provtel.instrumentation.torch import TorchInstrumentor
 
 BUDGET_STEP_US = 10.0
 BUDGET_STEP_PERCENT = 1.0
@@ -79,6 +72,53 @@ def log(message: str) -> None:
 
 # -- 1. per step ---------------------------------------------------------------------------------
 
+STEP_SCRIPT = """
+import json, sys, time
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, IterableDataset
+
+width, depth, batch = map(int, sys.argv[1:4])
+torch.set_num_threads(1)
+torch.manual_seed(0)
+
+
+class Batches(IterableDataset):
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __iter__(self):
+        while True:
+            yield from self.batches
+
+
+layers = []
+for _ in range(depth):
+    layers += [nn.Linear(width, width), nn.ReLU()]
+model = nn.Sequential(*layers, nn.Linear(width, 10))
+optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+batches = [(torch.randn(batch, width), torch.randint(0, 10, (batch,))) for _ in range(8)]
+loader = iter(DataLoader(Batches(batches), batch_size=None))
+perf = time.perf_counter_ns
+print("ready", flush=True)
+for line in sys.stdin:
+    steps = int(line)
+    if not steps:
+        break
+    times, last = [], 0
+    for _ in range(steps):
+        x, y = next(loader)
+        now = perf()
+        if last:
+            times.append(now - last)
+        last = now
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+    print(json.dumps(times), flush=True)
+"""
+
 
 @dataclass(frozen=True)
 class Workload:
@@ -86,62 +126,53 @@ class Workload:
     width: int
     depth: int
     batch: int
-    block: int  # steps per block
-    pairs: int  # plain + instrumented blocks
+    chunk: int  # steps per chunk
+    pairs: int  # chunks per process
+    null: bool = False  # both processes plain
+    exporters: bool = True  # False: the instrumented process exports nothing (attribution)
 
 
-def build(w: Workload) -> tuple[DataLoader[Any], nn.Module, torch.optim.Optimizer]:
-    torch.manual_seed(0)
-    layers: list[nn.Module] = []
-    features = w.width
-    for _ in range(w.depth):
-        layers += [nn.Linear(features, w.width), nn.ReLU()]
-    model = nn.Sequential(*layers, nn.Linear(w.width, 10))
-    data = TensorDataset(
-        torch.randn(w.block * w.batch, w.width), torch.randint(0, 10, (w.block * w.batch,))
-    )
-    # batches are slices of one tensor (a batch sampler over a tensor-indexed dataset would
-    # add its own per-sample cost to both arms); shuffle off: the same batches every block
-    loader = DataLoader(data, batch_size=w.batch)
-    return loader, model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+class Trainer:
+    """One training process under opentelemetry-instrument, taking chunks of steps on demand."""
 
-
-def block_times(
-    loader: DataLoader[Any], model: nn.Module, optimizer: torch.optim.Optimizer
-) -> list[int]:
-    """Nanoseconds of each step of one pass over ``loader`` (from iteration start to start)."""
-    perf = time.perf_counter_ns
-    times = []
-    last = perf()
-    for x, y in loader:
-        now = perf()
-        times.append(now - last)
-        last = now
-        optimizer.zero_grad()
-        loss = nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
-    times.append(perf() - last)
-    return times[1:]  # times[0] is the creation of the iterator (and the pass)
-
-
-@contextmanager
-def providers(directory: Path) -> Iterator[tuple[TracerProvider, MeterProvider]]:
-    tracer_provider = TracerProvider(shutdown_on_exit=False)
-    tracer_provider.add_span_processor(
-        BatchSpanProcessor(
-            ProvSpanExporter(output_dir=directory), max_queue_size=65536, schedule_delay_millis=500
+    def __init__(self, script: Path, w: Workload, torch_on: bool, output: Path) -> None:
+        self.output = output
+        self.steps = 0
+        env = user_env(output, torch_on)
+        if torch_on and not w.exporters:
+            env["OTEL_TRACES_EXPORTER"] = env["OTEL_METRICS_EXPORTER"] = "none"
+        self.process = subprocess.Popen(
+            [
+                str(INSTRUMENT),
+                sys.executable,
+                str(script),
+                str(w.width),
+                str(w.depth),
+                str(w.batch),
+            ],
+            env=env,
+            cwd=script.parent,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
-    )
-    reader = PeriodicExportingMetricReader(
-        ProvMetricExporter(output_dir=directory), export_interval_millis=10_000
-    )
-    meter_provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
-    try:
-        yield tracer_provider, meter_provider
-    finally:
-        meter_provider.shutdown()
-        tracer_provider.shutdown()
+        assert self.process.stdout is not None
+        if self.process.stdout.readline().strip() != "ready":
+            raise RuntimeError("the training process did not start")
+
+    def chunk(self, steps: int) -> list[int]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(f"{steps}\n")
+        self.process.stdin.flush()
+        self.steps += steps
+        return json.loads(self.process.stdout.readline())
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write("0\n")
+        self.process.stdin.close()
+        if self.process.wait(timeout=120) != 0:
+            raise RuntimeError("the training process failed")
 
 
 @dataclass
@@ -173,37 +204,41 @@ class StepResult:
         return q[0] / 1e3, q[2] / 1e3
 
 
-def measure_steps(w: Workload, directory: Path) -> StepResult:
-    torch.set_num_threads(1)
-    loader, model, optimizer = build(w)
-    drop = max(2, w.block // 20)
-    instrumentor = TorchInstrumentor()
-    plain: list[int] = []
-    instrumented: list[int] = []
-    diffs: list[float] = []
-    with providers(directory) as (tracer_provider, meter_provider):
-        block_times(loader, model, optimizer)  # warm-up
+def recorded_steps(output: Path) -> int:
+    """Rows of the training duration series of the one run under ``output``."""
+    (document,) = output.glob("*/prov.json")
+    with open(document.parent / "metrics" / "duration_training.csv", encoding="utf-8") as f:
+        return sum(1 for _ in csv.DictReader(f))
+
+
+def measure_steps(w: Workload, script: Path, directory: Path) -> StepResult:
+    drop = 3
+    plain = Trainer(script, w, False, directory / "plain")
+    other = Trainer(script, w, not w.null, directory / "instrumented")
+    try:
+        for trainer in (plain, other):  # warm-up
+            trainer.chunk(w.chunk)
+        results: dict[bool, list[int]] = {False: [], True: []}
+        diffs: list[float] = []
         for pair in range(w.pairs):
-            results: dict[bool, list[int]] = {}
-            order = (False, True) if pair % 2 == 0 else (True, False)  # ABBA
-            for on in order:
-                if on:
-                    instrumentor.instrument(
-                        tracer_provider=tracer_provider, meter_provider=meter_provider
-                    )
-                try:
-                    results[on] = block_times(loader, model, optimizer)[drop:]
-                finally:
-                    if on:
-                        instrumentor.uninstrument()
-            plain += results[False]
-            instrumented += results[True]
-            diffs.append(statistics.median(results[True]) - statistics.median(results[False]))
-        log(
-            f"  {w.name}: plain {statistics.median(plain) / 1e3:.1f} µs/step, "
-            f"added {(statistics.median(instrumented) - statistics.median(plain)) / 1e3:+.2f} µs"
-        )
-    return StepResult(w, plain, instrumented, diffs)
+            order = (plain, other) if pair % 2 == 0 else (other, plain)  # ABBA
+            got = {t is other: t.chunk(w.chunk)[drop:] for t in order}
+            for on in (False, True):
+                results[on] += got[on]
+            diffs.append(statistics.median(got[True]) - statistics.median(got[False]))
+    finally:
+        plain.close()
+        other.close()
+    r = StepResult(w, results[False], results[True], diffs)
+    log(
+        f"  {w.name}: plain {r.plain_median_us:.1f} µs/step, added {r.added_median_us:+.2f} µs "
+        f"(mean {r.added_mean_us:+.2f} µs)"
+    )
+    if not w.null and w.exporters:
+        recorded = recorded_steps(directory / "instrumented")
+        if recorded != other.steps:
+            raise RuntimeError(f"{other.steps} steps taken, {recorded} recorded")
+    return r
 
 
 # -- 2. and 3. subprocesses under opentelemetry-instrument ---------------------------------------
@@ -269,15 +304,26 @@ def timed_run(script: Path, env: dict[str, str], instrumented: bool = True) -> t
 
 def measure_subprocess(script: Path, reps: int) -> dict[str, list[float]]:
     """Alternating runs with the PyTorch instrumentation off and on."""
-    out: dict[str, list[float]] = {"off_first": [], "on_first": [], "off_exit": [], "on_exit": []}
+    out: dict[str, list[float]] = {
+        "off_first": [],
+        "on_first": [],
+        "off_exit": [],
+        "on_exit": [],
+        "on_written": [],
+    }
     for rep in range(reps):
         order = (False, True) if rep % 2 == 0 else (True, False)
         for on in order:
             with tempfile.TemporaryDirectory() as output:
+                started = time.time()
                 first, exit_s = timed_run(script, user_env(Path(output), on))
                 if on:
                     documents = list(Path(output).glob("*/prov.json"))
                     assert len(documents) == 1, "the instrumented run left no document"
+                    # the document is written last (span exporter shutdown); its folder's newest
+                    # file says when provtel was done
+                    newest = max(f.stat().st_mtime for f in documents[0].parent.rglob("*"))
+                    out["on_written"].append(newest - (started + first))
             key = "on" if on else "off"
             out[f"{key}_first"].append(first)
             out[f"{key}_exit"].append(exit_s)
@@ -302,19 +348,30 @@ def main() -> int:
     args = parser.parse_args()
     quick = args.quick
     workloads = [
+        Workload("tiny model (the hooks' cost)", 16, 1, 8, 400, 4 if quick else 40),
+        Workload("~2 ms/step", 512, 2, 64, 100, 4 if quick else 40),
+        Workload("~2 ms/step, null run (both plain)", 512, 2, 64, 100, 4 if quick else 40, True),
         Workload(
-            "tiny model (hook cost)", 16, 1, 8, 1000 if not quick else 300, 10 if not quick else 2
+            "~2 ms/step, exporters off (attribution)",
+            512,
+            2,
+            64,
+            100,
+            4 if quick else 40,
+            exporters=False,
         ),
-        Workload("~2 ms/step", 512, 2, 64, 250 if not quick else 60, 12 if not quick else 2),
-        Workload("~20 ms/step", 1024, 2, 128, 40 if not quick else 12, 8 if not quick else 2),
+        Workload("~20 ms/step", 1024, 2, 128, 20, 4 if quick else 16),
+        Workload("~20 ms/step, null run (both plain)", 1024, 2, 128, 20, 4 if quick else 16, True),
     ]
     start_reps = 2 if quick else 12
     exit_reps = 1 if quick else 3
 
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        log("per-step cost (in process, alternating blocks)")
-        steps = [measure_steps(w, directory / f"steps{i}") for i, w in enumerate(workloads)]
+        log("per-step cost (two processes taking chunks of steps in turn)")
+        script = directory / "steps.py"
+        script.write_text(STEP_SCRIPT)
+        steps = [measure_steps(w, script, directory / f"steps{i}") for i, w in enumerate(workloads)]
         (directory / "startup.py").write_text(STARTUP_SCRIPT)
         (directory / "exit10k.py").write_text(EXIT_SCRIPT)
         log("start-up (subprocesses under opentelemetry-instrument)")
@@ -325,8 +382,12 @@ def main() -> int:
         startup = measure_subprocess(directory / "startup.py", start_reps)
         log(f"exit after {EXIT_STEPS} steps")
         exits = measure_subprocess(directory / "exit10k.py", exit_reps)
+        plain_exit = [
+            timed_run(directory / "exit10k.py", user_env(directory, False), False)[1]
+            for _ in range(exit_reps)
+        ]
 
-    at_2ms = steps[1]
+    hooks, at_2ms, null, no_export = steps[0], steps[1], steps[2], steps[3]
     step_ok = (
         at_2ms.added_median_us <= BUDGET_STEP_US
         and at_2ms.added_mean_percent <= BUDGET_STEP_PERCENT
@@ -335,25 +396,28 @@ def main() -> int:
     startup_ok = startup_added_ms <= BUDGET_STARTUP_MS
     exit_on = statistics.median(exits["on_exit"])
     exit_added = paired(exits["on_exit"], exits["off_exit"])
-    exit_ok = exit_on <= BUDGET_EXIT_S
+    written = statistics.median(exits["on_written"])
+    exit_ok = written <= BUDGET_EXIT_S
 
     lines = [
         "## PyTorch instrumentation overhead",
         "",
-        "What `provtel_torch` adds to a training script: per step (in process, plain and",
-        "instrumented blocks of steps alternating, ABBA, one thread, an MLP trained with SGD",
-        "over an in-memory DataLoader, spans to the real PROV exporter through a",
-        "`BatchSpanProcessor`, metrics to the real PROV metric exporter), at start-up and at exit",
-        "(subprocesses under `opentelemetry-instrument`, `provtel_torch` disabled vs enabled through",
-        "`OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`, alternating). A step's time runs from one loop",
-        "iteration's start to the next, so fetching the batch and every hook are in it. *Added",
-        "(median)* compares the medians of all steps; *added (mean)* the means, which include the",
-        "work done once per block of 1000 steps or 1 s (spans, metrics, reading the losses).",
-        "Method details in the docstring of `bench/bench_torch.py`.",
+        "What `provtel_torch` adds to a training script under `opentelemetry-instrument`, measured",
+        "against the same script with `OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=provtel_torch`.",
+        "Per step: two long-lived processes (one thread each, an MLP trained with SGD over a",
+        "DataLoader) take chunks of steps in turn (ABBA), each in its steady state (one run, one",
+        "epoch, step blocks, the distro's span and metric export). A step's time runs from one",
+        "batch fetched to the next, so the step's work, the fetch and every hook are in it.",
+        "*Added (median)* compares the medians of all steps; *added (mean)* the means, which",
+        "include the once-per-block work (spans, metrics) and the exporter thread's share of the",
+        "interpreter. The null run compares two plain processes: what this shared machine can",
+        "resolve. Start-up and exit: alternating subprocesses. Method details in the docstring",
+        "of `bench/bench_torch.py`.",
         "",
         "### Per training step",
         "",
-        "| workload | steps per arm | plain step (median) | added (median) | added (mean) | added (mean) % | per-pair added, IQR |",
+        "| workload | steps per arm | plain step (median) | added (median) | added (mean) "
+        "| added (mean) % | per-pair added, IQR |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in steps:
@@ -361,15 +425,27 @@ def main() -> int:
         low, high = r.pair_spread_us
         lines.append(
             f"| {w.name}: {w.depth}×Linear({w.width}), batch {w.batch} | {len(r.plain)} | "
-            f"{r.plain_median_us:,.1f} µs | {r.added_median_us:+.2f} µs | {r.added_mean_us:+.2f} µs | "
+            f"{r.plain_median_us:,.1f} µs | {r.added_median_us:+.2f} µs | "
+            f"{r.added_mean_us:+.2f} µs | "
             f"{r.added_mean_percent:+.3f} % | {low:+.1f} … {high:+.1f} µs |"
         )
     lines += [
         "",
+        "The null runs show what this shared machine can resolve. The tiny model's *added",
+        "(median)* is the hooks' own cost per step (its steps are short and steady enough to",
+        "resolve it); *exporters off* runs the instrumented process with",
+        "`OTEL_TRACES_EXPORTER=none` and `OTEL_METRICS_EXPORTER=none`, so the difference between",
+        "it and the full ~2 ms row is the cost of exporting (the PROV span exporter turns each",
+        "step block into series rows on the `BatchSpanProcessor` thread, which competes with",
+        "the training thread for the interpreter).",
+        "",
         f"**{'PASS' if step_ok else 'FAIL'}**: added cost per step at ~2 ms/step "
         f"{at_2ms.added_median_us:+.2f} µs median (budget <= {BUDGET_STEP_US:g} µs) and "
-        f"{at_2ms.added_mean_percent:+.3f} % of the mean step time, block work included "
-        f"(budget <= {BUDGET_STEP_PERCENT:g} %).",
+        f"{at_2ms.added_mean_percent:+.2f} % of the mean step time (budget <= "
+        f"{BUDGET_STEP_PERCENT:g} %); null run {null.added_median_us:+.2f} µs, "
+        f"{null.added_mean_percent:+.2f} %; hooks alone (tiny model) "
+        f"{hooks.added_median_us:+.2f} µs median; exporters off "
+        f"{no_export.added_median_us:+.2f} µs, {no_export.added_mean_percent:+.2f} %.",
         "",
         "### Start-up",
         "",
@@ -378,8 +454,10 @@ def main() -> int:
         "| configuration | launch → first step done |",
         "|---|---|",
         f"| `python script.py` (no OpenTelemetry) | {statistics.median(plain_python):.3f} s |",
-        f"| `opentelemetry-instrument`, `provtel_torch` disabled | {statistics.median(startup['off_first']):.3f} s |",
-        f"| `opentelemetry-instrument`, `provtel_torch` enabled | {statistics.median(startup['on_first']):.3f} s |",
+        "| `opentelemetry-instrument`, `provtel_torch` disabled | "
+        f"{statistics.median(startup['off_first']):.3f} s |",
+        "| `opentelemetry-instrument`, `provtel_torch` enabled | "
+        f"{statistics.median(startup['on_first']):.3f} s |",
         f"| added by `provtel_torch` (median of paired differences) | {startup_added_ms:+.0f} ms |",
         "",
         f"**{'PASS' if startup_ok else 'FAIL'}**: start-up added beyond `opentelemetry-instrument` "
@@ -387,17 +465,26 @@ def main() -> int:
         "",
         "### Finalising at exit",
         "",
-        f"From the end of the last of {EXIT_STEPS:,} training steps to the exit of the process (the",
-        f"PROV document and its series files written), {exit_reps} runs per arm (median):",
+        f"A script takes {EXIT_STEPS:,} DataLoader steps (a `Linear(8, 1)`, batch 4) and prints",
+        "the time after the last one; *document written* is when the newest file of its run folder",
+        "(the PROV document, written last at the span exporter's shutdown) was written, *exit*",
+        f"when the process ended. {exit_reps} runs per configuration (median):",
         "",
-        "| configuration | end of training → exit |",
-        "|---|---|",
-        f"| `provtel_torch` disabled | {statistics.median(exits['off_exit']):.3f} s |",
-        f"| `provtel_torch` enabled | {exit_on:.3f} s |",
-        f"| added by `provtel_torch` (median of paired differences) | {exit_added:+.3f} s |",
+        "| configuration | end of training → document written | end of training → exit |",
+        "|---|---|---|",
+        f"| `python script.py` (no OpenTelemetry) | — | {statistics.median(plain_exit):.3f} s |",
+        "| `opentelemetry-instrument`, `provtel_torch` disabled | — | "
+        f"{statistics.median(exits['off_exit']):.3f} s |",
+        f"| `opentelemetry-instrument`, `provtel_torch` enabled | {written:.3f} s | "
+        f"{exit_on:.3f} s |",
+        f"| added by `provtel_torch` (median of paired differences) | | {exit_added:+.3f} s |",
         "",
-        f"**{'PASS' if exit_ok else 'FAIL'}**: finalising at exit after {EXIT_STEPS:,} steps takes "
-        f"{exit_on:.3f} s in all (budget <= {BUDGET_EXIT_S:g} s).",
+        "The exit of a plain `python` process that imported torch is the floor of the last",
+        "column (interpreter and torch teardown, outside provtel's control).",
+        "",
+        f"**{'PASS' if exit_ok else 'FAIL'}**: finalising at exit after {EXIT_STEPS:,} steps "
+        f"(end of training to the document written) {written:.3f} s "
+        f"(budget <= {BUDGET_EXIT_S:g} s).",
     ]
     print("\n".join(lines))
     return 0 if step_ok and startup_ok and exit_ok else 1

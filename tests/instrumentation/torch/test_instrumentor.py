@@ -32,7 +32,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import provtel.instrumentation.torch as torch_instrumentation
-from provtel.instrumentation.torch import TorchInstrumentor, hparams, loader
+from provtel.instrumentation.torch import TorchInstrumentor, hparams
+from provtel.instrumentation.torch.tracker import Tracker
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"
@@ -122,14 +123,14 @@ def _model() -> nn.Module:
     return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
 
 
-def loop_dataloader() -> tuple[list[float], nn.Module]:
+def loop_dataloader(shape: tuple[int, ...] = ()) -> tuple[list[float], nn.Module]:
     model = _model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     losses = []
     for _epoch in range(2):
         for x, y in DataLoader(_data(), batch_size=8):
             optimizer.zero_grad()
-            loss = nn.functional.mse_loss(model(x), y)
+            loss = nn.functional.mse_loss(model(x), y).reshape(shape)
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
@@ -234,6 +235,7 @@ def loop_grad_scaler() -> tuple[list[float], nn.Module]:
 
 LOOPS: dict[str, Callable[[], tuple[list[float], nn.Module]]] = {
     "dataloader": loop_dataloader,
+    "loss_of_shape_1": lambda: loop_dataloader((1,)),
     "manual": loop_manual,
     "no_optimizer": loop_no_optimizer,
     "accumulation": loop_accumulation,
@@ -372,8 +374,9 @@ def _boom(*args: Any, **kwargs: Any) -> Any:
 @pytest.mark.parametrize(
     ("owner", "name", "still_recorded"),
     [
-        (loader, "batch_size", "ml.step.loss"),  # the DataLoader hook stops: one step at most
-        (torch_instrumentation, "_loss_of", "ml.step.duration"),  # backward hook stops
+        (Tracker, "loader_step", "ml.step.loss"),  # the DataLoader hook stops
+        # backward hook stops (a loss of shape (1,) takes the general path through _loss_of)
+        (torch_instrumentation, "_loss_of", "ml.step.duration"),
         (hparams, "optimizer_hparams", "ml.step.loss"),  # optimizer construction hook stops
     ],
 )
@@ -385,11 +388,12 @@ def test_a_failing_hook_disables_itself_and_training_continues(
     name: str,
     still_recorded: str,
 ) -> None:
-    plain_losses, plain_model = loop_dataloader()
+    shape = (1,) if name == "_loss_of" else ()
+    plain_losses, plain_model = loop_dataloader(shape)
     monkeypatch.setattr(owner, name, _boom)
     otel.instrument()
     with caplog.at_level(logging.ERROR, logger="provtel.instrumentation.torch"):
-        losses, model = loop_dataloader()
+        losses, model = loop_dataloader(shape)
     spans = otel.finish()
     assert losses == plain_losses
     assert all(
@@ -405,7 +409,7 @@ def test_a_failing_hook_disables_itself_and_training_continues(
 def test_a_hook_disabled_in_one_instrumentation_works_in_the_next(
     otel: Otel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(loader, "batch_size", _boom)
+    monkeypatch.setattr(Tracker, "loader_step", _boom)
     otel.instrument()
     loop_dataloader()
     otel.finish()

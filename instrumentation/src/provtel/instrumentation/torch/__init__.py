@@ -19,9 +19,9 @@ it is traced as a training run:
   start time, duration, data wait, backward and optimizer time, loss, learning rate, batch
   size, and skipped steps when an AMP ``GradScaler`` is used. A step is one batch when a
   DataLoader pass is active, else one round of optimizer steps (a GAN's optimizers together),
-  else (no optimizer) one backward. Losses
-  are kept as detached tensors and read once per block, so no device synchronisation is added
-  per step; on CUDA the phase times come from CUDA events read once per block;
+  else (no optimizer) one backward. Losses on a device are kept as detached tensors and read
+  once per block, so no device synchronisation is added per step (CPU losses are read at once);
+  on CUDA the phase times come from CUDA events read once per block;
 * **checkpoints**: ``torch.save`` / ``torch.load`` as ``ml.checkpoint.save`` / ``.load`` spans
   with path, size and a SHA-256 digest computed on a background thread (saves to buffers are
   recorded without a path);
@@ -48,6 +48,7 @@ Disable it with ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=provtel_torch``. In code
 from __future__ import annotations
 
 import atexit
+import functools
 import importlib
 import importlib.metadata
 import logging
@@ -164,6 +165,13 @@ class TorchInstrumentor(BaseInstrumentor):
                 guard.fail()
 
         return run
+
+    def _replace(self, owner: Any, name: str, make: Any) -> None:
+        """Replace ``owner.name`` by the plain function ``make(original)``: for a hook that runs
+        every step, a call costs a fraction of a wrapt wrapper's."""
+        original = getattr(owner, name)
+        setattr(owner, name, functools.wraps(original)(make(original)))
+        self._restore.append(lambda: setattr(owner, name, original))
 
     def _wrap(self, owner: Any, name: str, wrapper: Any) -> None:
         wrapt.wrap_function_wrapper(owner, name, wrapper)
@@ -292,7 +300,7 @@ class TorchInstrumentor(BaseInstrumentor):
 
         self._wrap(torch, "manual_seed", self._seed_wrapper("torch"))
         self._wrap(torch.utils.data.DataLoader, "__iter__", loader.wrap_iter(tracker))
-        self._wrap(torch.autograd, "backward", self._backward(tracker))
+        self._replace(torch.autograd, "backward", self._backward(tracker))
         self._wrap(torch, "save", checkpoint.wrap(tracker, "save", 1))
         self._wrap(torch, "load", checkpoint.wrap(tracker, "load", 0))
         self._wrap(torch.optim.Optimizer, "__init__", self._optimizer_init(tracker))
@@ -307,56 +315,72 @@ class TorchInstrumentor(BaseInstrumentor):
     def _backward(self, tracker: Tracker) -> Any:
         guard = Guard("backward")
         timer_of = tracker
+        tensor_type = tracker.torch.Tensor
 
-        def backward(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            if not (guard.ok and tracker.enabled):
-                return wrapped(*args, **kwargs)
-            t0 = perf()
-            cuda = None
-            try:
-                tensors = args[0] if args else kwargs.get("tensors")
-                tracker.ensure_step(t0)
-                rec = tracker.recorder
-                if rec.open:
-                    if (
-                        not tracker.step_from_loader
-                        and not tracker.optimizer_seen
-                        and rec.had_backward
-                    ):
-                        # no optimizer: a step runs from one backward to the next
-                        tracker.end_step(t0)
-                        tracker.begin_step(t0, None, False)
-                    tracker.mark_training(tracker.current_pass())
-                    tail = rec.tail_start and not rec.tail_had_backward
-                    if rec.loss is None or tail:
-                        value = _loss_of(tracker, tensors)
-                        if rec.loss is None:
-                            rec.loss = value
-                        if tail:
-                            rec.tail_loss = value
-                    if timer_of.cuda_timer is not None and getattr(tensors, "is_cuda", False):
-                        cuda = timer_of.cuda_timer.mark()
-            except Exception:
-                guard.fail()
-            result = wrapped(*args, **kwargs)
-            try:
-                rec = tracker.recorder
-                if rec.open:
-                    elapsed = perf() - t0
-                    rec.backward_ns += elapsed
-                    rec.had_backward = True
-                    if rec.tail_start:
-                        rec.tail_backward_ns += elapsed
-                        rec.tail_had_backward = True
-                    if cuda is not None and rec.block is not None:
-                        rec.block.cuda_intervals.append(
-                            (len(rec.block), "b", cuda, timer_of.cuda_timer.mark())
-                        )
-            except Exception:
-                guard.fail()
-            return result
+        def make(wrapped: Any) -> Any:
+            def backward(*args: Any, **kwargs: Any) -> Any:
+                if not (guard.ok and tracker.enabled):
+                    return wrapped(*args, **kwargs)
+                t0 = perf()
+                cuda = None
+                try:
+                    tensors: Any = args[0] if args else kwargs.get("tensors")
+                    rec = tracker.recorder
+                    if not rec.open:
+                        tracker.ensure_step(t0)
+                        rec = tracker.recorder
+                    if rec.open:
+                        if (
+                            not tracker.step_from_loader
+                            and not tracker.optimizer_seen
+                            and rec.had_backward
+                        ):
+                            # no optimizer: a step runs from one backward to the next
+                            tracker.end_step(t0)
+                            tracker.begin_step(t0, None, False)
+                        p = tracker.step_pass
+                        if p is None or not p.training:
+                            tracker.mark_training(tracker.current_pass())
+                        tail = rec.tail_start and not rec.tail_had_backward
+                        if rec.loss is None or tail:
+                            if (
+                                type(tensors) is tensor_type
+                                and tracker.scaled is None
+                                and tensors.is_cpu
+                                and not tensors.dim()
+                            ):
+                                value = tensors.tolist()  # the usual CPU loss: read it now
+                            else:
+                                value = _loss_of(tracker, tensors)
+                            if rec.loss is None:
+                                rec.loss = value
+                            if tail:
+                                rec.tail_loss = value
+                        if timer_of.cuda_timer is not None and getattr(tensors, "is_cuda", False):
+                            cuda = timer_of.cuda_timer.mark()
+                except Exception:
+                    guard.fail()
+                result = wrapped(*args, **kwargs)
+                try:
+                    rec = tracker.recorder
+                    if rec.open:
+                        elapsed = perf() - t0
+                        rec.backward_ns += elapsed
+                        rec.had_backward = True
+                        if rec.tail_start:
+                            rec.tail_backward_ns += elapsed
+                            rec.tail_had_backward = True
+                        if cuda is not None and rec.block is not None:
+                            rec.block.cuda_intervals.append(
+                                (len(rec.block), "b", cuda, timer_of.cuda_timer.mark())
+                            )
+                except Exception:
+                    guard.fail()
+                return result
 
-        return backward
+            return backward
+
+        return make
 
     def _optimizer_pre(self, tracker: Tracker) -> Any:
         guard = Guard("optimizer step (pre)")
@@ -366,9 +390,14 @@ class TorchInstrumentor(BaseInstrumentor):
                 return
             try:
                 now = perf()
-                tracker.before_optimizer(optimizer)
-                tracker.ensure_step(now)
-                tracker.mark_training(tracker.current_pass())
+                rec = tracker.recorder
+                if rec.tail_start:
+                    tracker.before_optimizer(optimizer)
+                if not rec.open:
+                    tracker.ensure_step(now)
+                p = tracker.step_pass
+                if p is None or not p.training:
+                    tracker.mark_training(tracker.current_pass())
                 tracker.optimizer_pre = now
                 if tracker.cuda_timer is not None and _on_cuda(optimizer):
                     tracker.optimizer_event = tracker.cuda_timer.mark()
@@ -385,8 +414,7 @@ class TorchInstrumentor(BaseInstrumentor):
                 return
             try:
                 now = perf()
-                key = id(optimizer)
-                tracker.optimizer_calls[key] = tracker.optimizer_calls.get(key, 0) + 1
+                tracker.optimizer_steps += 1
                 _step_done(tracker, optimizer, now, skipped=False)
             except Exception:
                 guard.fail()
@@ -408,7 +436,7 @@ class TorchInstrumentor(BaseInstrumentor):
 
         def step(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             optimizer = args[0] if args else kwargs.get("optimizer")
-            before = tracker.optimizer_calls.get(id(optimizer), 0)
+            before = tracker.optimizer_steps
             if guard.ok and tracker.enabled:
                 try:
                     tracker.before_optimizer(optimizer)  # a skipped step calls no optimizer hook
@@ -418,7 +446,7 @@ class TorchInstrumentor(BaseInstrumentor):
             if guard.ok and tracker.enabled:
                 try:
                     tracker.uses_scaler = True
-                    if tracker.optimizer_calls.get(id(optimizer), 0) == before:
+                    if tracker.optimizer_steps == before:
                         # inf/NaN gradients: GradScaler skipped optimizer.step()
                         tracker.ensure_step(perf())
                         tracker.recorder.skipped = 1
@@ -500,7 +528,13 @@ def _loss_of(tracker: Tracker, tensors: Any) -> Any:
         tracker.scaled = None
     if tensors.numel() != 1:
         return None
-    return tensors.detach()
+    if tensors.is_cpu:
+        # nothing to synchronise with: read it now (tolist: no autograd view, no warning)
+        value = tensors.tolist()
+        while type(value) is list:
+            value = value[0]
+        return value
+    return tensors.detach()  # read once per block, with the block's other losses
 
 
 def _on_cuda(optimizer: Any) -> bool:
@@ -513,17 +547,23 @@ def _step_done(tracker: Tracker, optimizer: Any, now: int, skipped: bool) -> Non
     rec = tracker.recorder
     if not rec.open:
         return
-    if tracker.optimizer_event is not None and rec.block is not None:
-        rec.block.cuda_intervals.append(
-            (len(rec.block), "o", tracker.optimizer_event, tracker.cuda_timer.mark())
-        )
-    tracker.optimizer_event = None
-    if tracker.optimizer_pre:
-        rec.optimizer_ns += now - tracker.optimizer_pre
+    if tracker.optimizer_event is not None:
+        if rec.block is not None:
+            rec.block.cuda_intervals.append(
+                (len(rec.block), "o", tracker.optimizer_event, tracker.cuda_timer.mark())
+            )
+        tracker.optimizer_event = None
+    pre = tracker.optimizer_pre
+    if pre:
+        rec.optimizer_ns += now - pre
         tracker.optimizer_pre = 0
-    tracker.optimizer_seen = True
+    if not tracker.optimizer_seen:
+        tracker.optimizer_seen = True
     if not rec.stepped:  # the learning rate of the first optimizer that stepped in the step
         groups = getattr(optimizer, "param_groups", None)
         if groups:
-            rec.lr = hparams.finite_or_nan(groups[0].get("lr"))
-    tracker.optimizer_stepped(optimizer, now)
+            lr = groups[0].get("lr")
+            rec.lr = lr if type(lr) is float else hparams.finite_or_nan(lr)
+    rec.stepped += (id(optimizer),)
+    if not tracker.step_from_loader:
+        tracker.optimizer_stepped(now)

@@ -8,6 +8,8 @@ from provtel.instrumentation.torch._guard import Guard
 from provtel.instrumentation.torch.tracker import Pass, Tracker, perf
 
 guard = Guard("DataLoader")
+_TENSOR: Any = ()  # torch.Tensor once instrumented (isinstance of () is always False)
+_SEQUENCES = (tuple, list)
 
 
 def batch_size(batch: Any) -> int:
@@ -51,30 +53,45 @@ class LoaderIterator:
         if not (guard.ok and tracker.enabled):
             return next(self._it)
         t0 = perf()
-        try:
-            if tracker.recorder.open:
-                tracker.end_step(t0)  # the previous batch's step ends where this one starts
-            if self._pass is None:
+        if self._pass is None:
+            try:
+                if tracker.recorder.open:
+                    tracker.end_step(t0)  # a step opened outside this loader ends here
                 self._pass = tracker.start_pass(self._loader)
-        except Exception:
-            guard.fail()
+            except Exception:
+                guard.fail()
         try:
             batch = next(self._it)
-        except StopIteration:
-            self._end(perf())
+        except BaseException as exc:
+            self._stop(t0, isinstance(exc, StopIteration))
             raise
         t1 = perf()
         try:
             p = self._pass
             if p is not None:
                 p.batches += 1
-                tracker.begin_step(t0, p, True)
-                rec = tracker.recorder
+                # the previous batch's step ends where this one starts (at t0)
+                rec = tracker.loader_step(t0, p)
                 rec.data_wait_ns = t1 - t0
-                rec.batch_size = batch_size(batch)
+                if type(batch) in _SEQUENCES and batch and isinstance(batch[0], _TENSOR):
+                    first = batch[0]  # the usual (inputs, targets): no torch.Size built
+                    rec.batch_size = first.size(0) if first.dim() else 1
+                else:
+                    rec.batch_size = batch_size(batch)
         except Exception:
             guard.fail()
         return batch
+
+    def _stop(self, t0: int, exhausted: bool) -> None:
+        """No batch came: the open step ended at ``t0``; an exhausted iterator ends the pass."""
+        try:
+            p = self._pass
+            if p is not None and self._tracker.step_pass is p:
+                self._tracker.end_step(t0)
+        except Exception:
+            guard.fail()
+        if exhausted:
+            self._end(perf())
 
     def _end(self, now: int) -> None:
         p = self._pass
@@ -92,7 +109,9 @@ class LoaderIterator:
 
 def wrap_iter(tracker: Tracker) -> Any:
     """A wrapt wrapper for ``DataLoader.__iter__``."""
+    global _TENSOR
     guard.ok = True  # a hook that failed under a previous instrument() starts afresh
+    _TENSOR = tracker.torch.Tensor
 
     def __iter__(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         iterator = wrapped(*args, **kwargs)

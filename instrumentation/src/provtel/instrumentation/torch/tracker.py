@@ -103,6 +103,8 @@ class Tracker:
         self.step_from_loader = False
         self.block_pass: Pass | None = None  # pass of the open block
         self.block_started = 0
+        self.block_end_index = 0  # the block is full when the step index reaches this
+        self.block_deadline = 0  # perf ns when the block is old enough to be sent
         self.block_handle: activity.Handle = []
         self.training_passes = 0
         self.trained = False  # a backward or optimizer step happened (in a pass or not)
@@ -110,7 +112,7 @@ class Tracker:
         self.last_boundary = 0
         self.optimizer_seen = False
         self.optimizer_pre = 0
-        self.optimizer_calls: dict[int, int] = {}
+        self.optimizer_steps = 0  # optimizer.step() calls (GradScaler finds skipped steps)
         self.uses_scaler = False
         self.scaled: tuple[Any, Any] | None = None  # (scaled loss, unscaled loss)
         self.cuda_timer: Any = None
@@ -354,13 +356,46 @@ class Tracker:
     def begin_step(self, now: int, p: Pass | None, from_loader: bool) -> None:
         if self.block_pass is not p and self.recorder.block is not None:
             self.flush_block()
-        if self.recorder.block is None:
+        rec = self.recorder
+        if rec.block is None:
             self.block_pass = p
             self.block_started = now
+            self.block_end_index = rec.next_index + self.config.block_steps
+            self.block_deadline = now + int(self.config.block_seconds * 1e9)
             self.block_handle = activity.begin(act.STEP_BLOCK)
-        self.recorder.begin(now)  # creates the block
+        rec.begin(now)  # creates the block
         self.step_pass = p
         self.step_from_loader = from_loader
+
+    def loader_step(self, now: int, p: Pass) -> StepRecorder:
+        """A DataLoader's next batch of pass ``p`` arrived: the open step ends at ``now`` and
+        the batch's step begins there (the hot path of :meth:`end_step` + :meth:`begin_step`)."""
+        rec = self.recorder
+        if (
+            rec.open
+            and self.block_pass is p
+            and self.step_from_loader
+            and rec.next_index + 1 < self.block_end_index
+            and now < self.block_deadline
+        ):
+            rec.advance(now)  # the usual case: the next step of the same block
+            self.last_boundary = now
+            return rec
+        if rec.open:
+            if not self.step_from_loader:
+                self.end_step(now)
+            else:
+                rec.end(now)
+                self.last_boundary = now
+                if rec.next_index >= self.block_end_index or now >= self.block_deadline:
+                    self.flush_block()
+        if rec.block is None or self.block_pass is not p:
+            self.begin_step(now, p, True)
+            return self.recorder
+        rec.begin(now)
+        self.step_pass = p
+        self.step_from_loader = True
+        return rec
 
     def end_step(self, now: int) -> None:
         rec = self.recorder
@@ -370,22 +405,17 @@ class Tracker:
             now = rec.tail_start  # nothing followed its last optimizer step: it ended there
         rec.end(now)
         self.last_boundary = now
-        block = rec.block
-        if block is not None and (
-            len(block) >= self.config.block_steps
-            or now - self.block_started >= self.config.block_seconds * 1e9
-        ):
+        if rec.next_index >= self.block_end_index or now >= self.block_deadline:
             self.flush_block()
 
-    def optimizer_stepped(self, optimizer: Any, now: int) -> None:
-        """``optimizer`` finished a step (or GradScaler skipped it) at ``now``."""
+    def optimizer_stepped(self, now: int) -> None:
+        """Without a DataLoader: an optimizer finished a step (or GradScaler skipped it) at
+        ``now``; what follows may be the start of the next step (:meth:`before_optimizer`)."""
         rec = self.recorder
-        rec.stepped.add(id(optimizer))
-        if not self.step_from_loader:
-            rec.tail_start = now
-            rec.tail_backward_ns = 0
-            rec.tail_had_backward = False
-            rec.tail_loss = None
+        rec.tail_start = now
+        rec.tail_backward_ns = 0
+        rec.tail_had_backward = False
+        rec.tail_loss = None
 
     def before_optimizer(self, optimizer: Any) -> None:
         """Without a DataLoader, an optimizer that already stepped in the open step starts the
