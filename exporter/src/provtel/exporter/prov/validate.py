@@ -274,10 +274,18 @@ def _prov2_problems(path: Path, prov2: Path) -> list[str]:
     import subprocess
     import sys
 
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(prov2), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    result = subprocess.run([sys.executable, "-c", _PROV2_SCRIPT, str(path)], env=env,
-                            capture_output=True, text=True, timeout=300, check=False)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(prov2), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", _PROV2_SCRIPT, str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     if result.returncode == 0:
         return []
     tail = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
