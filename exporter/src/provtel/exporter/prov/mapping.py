@@ -86,12 +86,18 @@ def _otel_attrs(attributes: dict[str, Any], taken: Iterable[str] = ()) -> dict[s
 
 @dataclass(frozen=True, slots=True)
 class StepSeries:
-    """Rows for one series taken off one step-block span."""
+    """One series taken off one step-block span: its values and their CSV lines.
+
+    The lines follow :data:`~provtel.exporter.prov.series.STEP_COLUMNS`
+    (``step, epoch, value, timestep (ms), time_unix_nano``); the cells around the value are
+    formatted once per block and shared by all its series.
+    """
 
     label: str
     context: str
     unit: str
-    rows: list[tuple[Any, ...]]
+    values: list[Any]
+    lines: list[str]
 
 
 def context_of(attributes: dict[str, Any], default: str = "run") -> str:
@@ -101,11 +107,7 @@ def context_of(attributes: dict[str, Any], default: str = "run") -> str:
 
 
 def step_series(record: dict[str, Any]) -> list[StepSeries]:
-    """Remove the per-step arrays from a span record and return them as series rows.
-
-    Rows follow :data:`~provtel.exporter.prov.series.STEP_COLUMNS`:
-    ``step, epoch, value, timestep (ms), time_unix_nano``.
-    """
+    """Remove the per-step arrays from a span record and return them as series lines."""
     attrs = record["attributes"]
     names = [
         k for k, v in attrs.items() if k.startswith(_STEP_PREFIX) and isinstance(v, (list, tuple))
@@ -117,20 +119,31 @@ def step_series(record: dict[str, Any]) -> list[StepSeries]:
     first = attrs.get(sc.ML_STEP_FIRST, 0)
     first = first if isinstance(first, int) else 0
     epoch = attrs.get(sc.ML_EPOCH)
+    epoch_cell = "" if epoch is None else str(epoch)
     starts = attrs.pop(sc.ML_STEP_START, None)
     starts = starts if isinstance(starts, (list, tuple)) else []
     context = context_of(attrs, "training")
+    arrays = {name: attrs.pop(name) for name in names if name != sc.ML_STEP_START}
+    n = max((len(v) for v in arrays.values()), default=0)
+    # Formatted once per block: every series of the block shares these cells.
+    heads = [f"{first + i},{epoch_cell}," for i in range(n)]
+    tails = [
+        f",{starts[i] // 1_000_000},{starts[i]}"
+        if i < len(starts) and isinstance(starts[i], int)
+        else ",,"
+        for i in range(n)
+    ]
     out = []
-    for name in names:
-        if name == sc.ML_STEP_START:
-            continue
-        values = attrs.pop(name)
-        rows = []
-        for i, value in enumerate(values):
-            t = starts[i] if i < len(starts) and isinstance(starts[i], int) else None
-            rows.append((first + i, epoch, value, None if t is None else t // 1_000_000, t))
+    for name, values in arrays.items():
+        values = list(values)
+        cells = (
+            ["" if v is None else str(v) for v in values] if None in values else map(str, values)
+        )
+        lines = list(map(str.__add__, map(str.__add__, heads, cells), tails))
         spec = ATTRIBUTES.get(name)
-        out.append(StepSeries(name[len(_STEP_PREFIX) :], context, spec.unit if spec else "", rows))
+        out.append(
+            StepSeries(name[len(_STEP_PREFIX) :], context, spec.unit if spec else "", values, lines)
+        )
     return out
 
 

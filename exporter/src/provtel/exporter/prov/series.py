@@ -103,13 +103,22 @@ class Series:
             return
         value_at = self.columns.index("value")
         self.stats.add_many([row[value_at] for row in rows])
-        lines = list(map(_line, rows))
+        self._write(root, list(map(_line, rows)))
+
+    def _write(self, root: Path, lines: list[str]) -> None:
         path = root / self.relpath
         new = not path.exists()
         with open(path, "a", encoding="utf-8", newline="") as out:
             if new:
                 out.write(",".join(self.columns) + "\n")
             out.write("\n".join(lines) + "\n")
+
+    def append_lines(self, root: Path, lines: list[str], values: list[Any]) -> None:
+        """Append pre-formatted rows (the step-series fast path) and their values."""
+        if not lines:
+            return
+        self.stats.add_many(values)
+        self._write(root, lines)
 
     def rescan(self, root: Path) -> None:
         """Rebuild the summary from the file (used when recovering a journal)."""

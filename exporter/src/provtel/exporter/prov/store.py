@@ -125,7 +125,7 @@ class RunStore:
                     trace_id=rec["trace_id"],
                     resource=rid,
                 )
-                series.append(self.dir, part.rows)
+                series.append_lines(self.dir, part.lines, part.values)
             rec["resource"] = rid
             lines.append(_dumps({"t": "span", **rec}))
         if lines:
