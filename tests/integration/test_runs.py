@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from provtel.exporter.prov.validate import assert_valid
-from tests.support import run_documents, run_instrumented
+from tests.support import clean_env, run_documents, run_instrumented
 
 SCRIPT = Path(__file__).parent / "scripts" / "two_runs.py"
 
@@ -60,3 +60,20 @@ def test_named_runs_have_clear_boundaries(tmp_path: Path) -> None:
     ]
     used = [u for u in doc["used"].values() if u["prov:entity"] == saved]
     assert [parent_of[u["prov:activity"]] for u in used] == [runs["finetune"]]
+
+
+def test_a_launcher_traceparent_becomes_the_run_parent(tmp_path: Path) -> None:
+    trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    env = clean_env(TRACEPARENT=f"00-{trace_id}-{parent}-01")
+    result = run_instrumented(SCRIPT, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (document,) = run_documents(tmp_path / "prov")
+    doc = assert_valid(document)
+    runs = [a for a in doc["activity"].values() if a.get("prov:type") == "provtel:Run"]
+    assert len(runs) == 2
+    for run in runs:
+        assert run["otel:trace_id"] == trace_id and run["otel:parent_span_id"] == parent
+    # the launcher's span is not in this document: declared as a placeholder, runs associated
+    assert doc["activity"][f"run:span_{parent}"]["provtel:placeholder"] is True
+    associated = {a["prov:activity"] for a in doc["wasAssociatedWith"].values()}
+    assert len(associated) == 2

@@ -28,6 +28,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from provtel.instrumentation import activity
 from provtel.instrumentation.torch.config import Config
@@ -160,7 +161,7 @@ class Tracker:
         self._run_handle = activity.begin(act.RUN)
         self.run_span = self.tracer.start_span(
             spans.RUN,
-            context=otel_context.Context(),
+            context=launcher_context(),
             start_time=self.started_ns,
             attributes=attributes,
         )
@@ -552,6 +553,19 @@ class Tracker:
                 (backward if kind == "b" else optimizer)[i] += ns
         block.backward_ns, block.optimizer_ns = backward, optimizer
         block.cuda_intervals = []
+
+
+def launcher_context() -> otel_context.Context:
+    """The parent a launcher passed in ``TRACEPARENT`` (W3C trace context), else none.
+
+    A workflow engine or a job script that traces its own steps hands its span to the training
+    process this way; the run then joins that trace instead of starting one.
+    """
+    traceparent = os.environ.get("TRACEPARENT")
+    if not traceparent:
+        return otel_context.Context()
+    carrier = {"traceparent": traceparent, "tracestate": os.environ.get("TRACESTATE", "")}
+    return TraceContextTextMapPropagator().extract(carrier, context=otel_context.Context())
 
 
 def loss_values(torch: Any, losses: list[Any]) -> list[float]:
