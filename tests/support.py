@@ -41,3 +41,13 @@ def run_instrumented(
 def run_documents(output_dir: Path) -> list[Path]:
     """The ``prov.json`` of every run folder under ``output_dir``."""
     return sorted(output_dir.glob("*/prov.json"))
+
+
+def provtel_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """Run the ``provtel`` command line (in this interpreter) and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "provtel.exporter.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from provtel.exporter.prov.validate import assert_valid
-from tests.support import INSTRUMENT, clean_env, run_documents
+from tests.support import INSTRUMENT, clean_env, provtel_cli, run_documents
 
 SCRIPT = """
 import os, sys, time
@@ -126,24 +126,14 @@ def test_sigkill_leaves_a_journal_that_recovers(tmp_path: Path) -> None:
     process.communicate(timeout=30)
     assert not run_documents(tmp_path / "prov")
     (run_dir,) = (tmp_path / "prov").iterdir()
-    result = subprocess.run(
-        [sys.executable, "-m", "provtel.exporter.cli", "recover", str(run_dir)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = provtel_cli("recover", run_dir)
     assert result.returncode == 0, result.stderr
     doc = assert_valid(run_dir / "prov.json")
     labels = sorted(a["prov:label"] for a in doc["activity"].values())
     # every epoch that ended more than a second before the kill, and the open run as placeholder
     assert labels == ["epoch 0", "epoch 1", "epoch 2", "span not recorded"]
     assert doc["entity"]["run:recovered_record"]["provtel:complete"] is False
-    again = subprocess.run(
-        [sys.executable, "-m", "provtel.exporter.cli", "recover", str(run_dir)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    again = provtel_cli("recover", run_dir)
     assert "already has" in again.stdout
     json.loads((run_dir / "prov.json").read_text())
 

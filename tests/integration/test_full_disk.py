@@ -3,12 +3,10 @@ stays valid and can be recovered."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 from provtel.exporter.prov.validate import assert_valid
-from tests.support import clean_env, run_instrumented
+from tests.support import clean_env, provtel_cli, run_instrumented
 
 SCRIPT = Path(__file__).parent / "scripts" / "full_disk.py"
 
@@ -24,12 +22,7 @@ def test_full_disk_keeps_training_and_what_was_written(tmp_path: Path) -> None:
 
     (run_dir,) = (tmp_path / "prov").iterdir()
     assert not (run_dir / "prov.json").exists()  # the document could not be written
-    recovered = subprocess.run(
-        [sys.executable, "-m", "provtel.exporter.cli", "recover", str(run_dir)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    recovered = provtel_cli("recover", run_dir)
     assert recovered.returncode == 0, recovered.stderr
     doc = assert_valid(run_dir / "prov.json")
     blocks = [a for a in doc["activity"].values() if a.get("prov:type") == "provtel:StepBlock"]

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from provtel.exporter.prov.validate import assert_valid
-from tests.support import INSTRUMENT, clean_env
+from tests.support import INSTRUMENT, clean_env, provtel_cli
 
 SCRIPT = Path(__file__).parent / "scripts" / "ddp_train.py"
 
@@ -75,12 +75,7 @@ def test_merge_command_rebuilds_the_job_document(tmp_path: Path) -> None:
     (job_dir,) = (tmp_path / "prov").iterdir()
     before = json.loads((job_dir / "prov.json").read_text())
     (job_dir / "prov.json").unlink()
-    result = subprocess.run(
-        [sys.executable, "-m", "provtel.exporter.cli", "merge", str(job_dir)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = provtel_cli("merge", job_dir)
     assert result.returncode == 0, result.stderr
     after = assert_valid(job_dir / "prov.json")
     assert set(after["activity"]) == set(before["activity"])

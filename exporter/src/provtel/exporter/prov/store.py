@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -293,6 +293,16 @@ def build_document(
     return _build(run_dir, [(run_dir / JOURNAL, "", series)], incomplete)
 
 
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of a JSON-lines journal; a line torn by a crash is skipped with a warning."""
+    with open(path, encoding="utf-8") as journal:
+        for line in journal:
+            try:
+                yield json.loads(line)
+            except ValueError:
+                logger.warning("provtel: skipping a torn journal line in %s", path)
+
+
 def _build(
     target: Path, sources: list[tuple[Path, str, list[Series] | None]], incomplete: bool
 ) -> Path:
@@ -304,23 +314,17 @@ def _build(
         all_series: list[Series] = []
         for path, prefix, known in sources:
             recovered: list[Series] = []
-            with open(path, encoding="utf-8") as journal:
-                for line in journal:
-                    try:
-                        rec = json.loads(line)
-                    except ValueError:
-                        logger.warning("provtel: skipping a torn journal line in %s", path)
-                        continue
-                    kind = rec.pop("t", None)
-                    if kind == "span":
-                        builder.add_span(rec, rec.get("resource"))
-                    elif kind == "resource":
-                        builder.add_resource(rec["id"], rec["attributes"])
-                    elif kind == "series" and known is None:
-                        rec["relpath"] = prefix + rec["relpath"]
-                        s = Series(**{**rec, "columns": tuple(rec["columns"])})
-                        s.rescan(target)
-                        recovered.append(s)
+            for rec in read_jsonl(path):
+                kind = rec.pop("t", None)
+                if kind == "span":
+                    builder.add_span(rec, rec.get("resource"))
+                elif kind == "resource":
+                    builder.add_resource(rec["id"], rec["attributes"])
+                elif kind == "series" and known is None:
+                    rec["relpath"] = prefix + rec["relpath"]
+                    s = Series(**{**rec, "columns": tuple(rec["columns"])})
+                    s.rescan(target)
+                    recovered.append(s)
             all_series.extend(known if known is not None else recovered)
         builder.finish(all_series, incomplete=incomplete)
         return writer.close()

@@ -55,7 +55,13 @@ from typing import Any
 
 from provtel.exporter.prov.formats import write_formats
 from provtel.exporter.prov.otlp import ResourcePoints
-from provtel.exporter.prov.store import DOCUMENT, JOURNAL, RunStore, create_run_dir
+from provtel.exporter.prov.store import (
+    DOCUMENT,
+    JOURNAL,
+    RunStore,
+    create_run_dir,
+    read_jsonl,
+)
 from provtel.exporter.prov.values import local_name
 from provtel.semconv import attributes as sc
 
@@ -285,15 +291,9 @@ class PendingMetrics:
 def _read_pending(path: Path) -> list[list[dict[str, Any]]]:
     batches = []
     try:
-        with open(path, encoding="utf-8") as src:
-            for line in src:
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    logger.warning("provtel serve: skipping a torn line in %s", path)
-                    continue
-                resource = rec["resource"]
-                batches.append([{"resource": resource, **p} for p in rec["points"]])
+        for rec in read_jsonl(path):
+            resource = rec["resource"]
+            batches.append([{"resource": resource, **p} for p in rec["points"]])
     except FileNotFoundError:
         pass
     return batches
