@@ -142,39 +142,28 @@ class StepRecorder:
         if not self.open:
             return
         self.open = False
-        start = self.start
-        self.block.rows.append(  # type: ignore[union-attr]  # created by begin()
-            (
-                start + self._offset,
-                now - start,
-                self.data_wait_ns,
-                self.backward_ns,
-                self.optimizer_ns,
-                self.loss,
-                self.lr,
-                self.batch_size,
-                self.skipped,
-            )
-        )
+        self.block.rows.append(self._row(now))  # type: ignore[union-attr]  # made by begin()
         self.next_index += 1
+
+    def _row(self, now: int) -> tuple[Any, ...]:
+        """The open step as a row of :attr:`Block.rows`, ending at ``now``."""
+        start = self.start
+        return (
+            start + self._offset,
+            now - start,
+            self.data_wait_ns,
+            self.backward_ns,
+            self.optimizer_ns,
+            self.loss,
+            self.lr,
+            self.batch_size,
+            self.skipped,
+        )
 
     def advance(self, now: int) -> None:
         """:meth:`end` the open step at ``now`` and :meth:`begin` the next one there, in the
         same block (one call per DataLoader batch: the hot path, inlined)."""
-        start = self.start
-        self.block.rows.append(  # type: ignore[union-attr]  # open: the block exists
-            (
-                start + self._offset,
-                now - start,
-                self.data_wait_ns,
-                self.backward_ns,
-                self.optimizer_ns,
-                self.loss,
-                self.lr,
-                self.batch_size,
-                self.skipped,
-            )
-        )
+        self.block.rows.append(self._row(now))  # type: ignore[union-attr]  # open: it exists
         self.next_index += 1
         self.start = now
         self.data_wait_ns = 0
