@@ -8,10 +8,10 @@ PIP := $(BIN)/python -m pip
 
 .PHONY: install system-deps demo test lint bench clean
 
-$(STAMP): pyproject.toml semconv/pyproject.toml instrumentation/pyproject.toml exporter/pyproject.toml
+$(STAMP): pyproject.toml constraints.txt semconv/pyproject.toml instrumentation/pyproject.toml exporter/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q "torch==2.13.0" -e semconv -e instrumentation -e exporter -e ".[dev]"
+	$(PIP) install -q -c constraints.txt "torch==2.13.0" -e semconv -e instrumentation -e exporter -e ".[dev]"
 	# prov 2.0.0, which the yProv service parses uploads with, for `provtel validate`
 	$(PIP) install -q --no-deps --target $(VENV)/prov2 "prov==2.0.0"
 	touch $(STAMP)
