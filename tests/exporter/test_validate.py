@@ -291,6 +291,17 @@ def _several_records_under_one_id(d: dict[str, Any]) -> None:
     d["entity"]["run:model"] = [{"prov:label": "cnn"}, {"prov:label": "cnn v2"}]
 
 
+def _duplicate_span_id(d: dict[str, Any]) -> None:
+    # two epochs drew the same span id (a script re-seeded ``random`` before each)
+    d["activity"]["run:span_e2"]["otel:span_id"] = "b1b2c3d4e5f60718"
+
+
+def _activity_cycle(d: dict[str, Any]) -> None:
+    # the run's parent is its own epoch: no activity of the tree is its root
+    d["activity"]["run:span_a1"]["otel:parent_span_id"] = "b1b2c3d4e5f60718"
+    d["wasInformedBy"]["_:i3"] = {"prov:informed": "run:span_a1", "prov:informant": "run:span_e1"}
+
+
 FAULTS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "undeclared reference": (_undeclared, "run:nowhere is not declared"),
     "relative namespace": (_relative_namespace, "'prov-ml' is not an absolute IRI"),
@@ -308,6 +319,14 @@ FAULTS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "usage before generation": (_used_before_generated, "generation-precedes-usage"),
     "undeclared prefix": (_undeclared_prefix, "prefix 'mlflow' of 'mlflow:run_id' is not declared"),
     "several records under one id": (_several_records_under_one_id, "several records"),
+    "duplicate span id": (
+        _duplicate_span_id,
+        "span id b1b2c3d4e5f60718 is used by 2 activities (run:span_e1, run:span_e2)",
+    ),
+    "activity cycle": (
+        _activity_cycle,
+        "activities run:span_a1 -> run:span_e1 -> run:span_a1 form a cycle of wasInformedBy",
+    ),
 }
 
 

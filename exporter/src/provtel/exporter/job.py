@@ -8,7 +8,13 @@ convention covers HPC jobs, so the names are provtel's (``ml.job.id``, ``ml.rank
 
 All ranks of one job derive the same trace id from the job identity
 (:class:`JobIdGenerator`), so a backend shows one trace per job, and the exporter writes each
-rank into ``<output>/<run>-<job>/rank<R>-...`` and merges them into one document.
+rank into ``<output>/<run>-<job>/rank<R>-...`` and merges them into one document. Job numbers are
+not unique: SLURM restarts its counter and every cluster has its own, torchrun users pass the
+same ``--rdzv-id`` to every launch, MPI job ids are derived from the launcher's pid. So the trace
+is derived from :attr:`Job.trace_key`, which adds what tells launches apart and is still the
+same on every rank: the SLURM cluster name and job start time, the rendezvous address and port
+torchrun's agents agreed on, the Open MPI launcher's contact URI. Span ids (and trace ids outside
+a job) come from provtel's private generator (:mod:`provtel.exporter.ids`).
 """
 
 from __future__ import annotations
@@ -16,10 +22,9 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-
+from provtel.exporter.ids import PrivateIdGenerator
 from provtel.semconv import attributes as sc
 
 
@@ -33,6 +38,8 @@ class Job:
     local_rank: int | None
     world_size: int | None
     node_rank: int | None
+    #: What the trace id is derived from: the job id plus what tells reused job ids apart.
+    trace_key: str | None = field(default=None, compare=False)
 
     @property
     def multi_rank(self) -> bool:
@@ -81,6 +88,7 @@ def detect(env: Mapping[str, str] | None = None) -> Job:
         scheduler = "mpi"
         job_id = env.get("OMPI_MCA_ess_base_jobid") or env.get("PMIX_NAMESPACE")
     return Job(
+        trace_key=_trace_key(env, job_id, scheduler),
         job_id=job_id,
         scheduler=scheduler,
         rank=_int(env, "RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"),
@@ -92,21 +100,42 @@ def detect(env: Mapping[str, str] | None = None) -> Job:
     )
 
 
-def job_trace_id(job_id: str) -> int:
-    """A valid (non-zero) 128-bit trace id derived from the job identity."""
-    value = int.from_bytes(hashlib.sha256(b"provtel-job:" + job_id.encode()).digest()[:16], "big")
+#: Variables that tell launches with the same job id apart, identical on every rank of one.
+_LAUNCH_SALT = {
+    # Slurm >= 23.02 sets the start time; the cluster name separates federated clusters.
+    "slurm": ("SLURM_CLUSTER_NAME", "SLURM_JOB_START_TIME"),
+    # The rendezvous picks the store's host and a free port per launch (c10d, --standalone).
+    "torchrun": ("SLURM_CLUSTER_NAME", "SLURM_JOB_START_TIME", "MASTER_ADDR", "MASTER_PORT"),
+    # Open MPI 4: the launcher's contact URI (its address and ephemeral port).
+    "mpi": ("OMPI_MCA_orte_hnp_uri",),
+}
+
+
+def _trace_key(env: Mapping[str, str], job_id: str | None, scheduler: str | None) -> str | None:
+    if not job_id or scheduler is None:
+        return None
+    salt = [f"{name}={env[name]}" for name in _LAUNCH_SALT[scheduler] if env.get(name)]
+    return "\n".join([scheduler, job_id, *salt])
+
+
+def job_trace_id(key: str) -> int:
+    """A valid (non-zero) 128-bit trace id derived from a job's :attr:`Job.trace_key`."""
+    value = int.from_bytes(hashlib.sha256(b"provtel-job:" + key.encode()).digest()[:16], "big")
     return value or 1
 
 
-class JobIdGenerator(RandomIdGenerator):
+class JobIdGenerator(PrivateIdGenerator):
     """Trace ids derived from the job identity (random outside a job); span ids random.
 
-    Registered as the ``provtel`` id generator; provtel's distro selects it.
+    Random ids come from provtel's private, OS-seeded generator, never from the global
+    :mod:`random` that scripts seed. Registered as the ``provtel`` id generator; provtel's
+    distro selects it.
     """
 
     def __init__(self) -> None:
         job = detect()
-        self._trace_id = job_trace_id(job.job_id) if job.job_id else None
+        self._trace_id = job_trace_id(job.trace_key) if job.trace_key else None
 
     def generate_trace_id(self) -> int:
+        """The job's trace id in a job, a random one otherwise."""
         return self._trace_id if self._trace_id is not None else super().generate_trace_id()

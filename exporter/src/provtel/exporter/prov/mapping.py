@@ -15,6 +15,7 @@ The mapping runs in two places:
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import time
 from collections.abc import Iterable
@@ -26,6 +27,8 @@ from provtel.exporter.prov.values import iso_time, literal, local_name
 from provtel.exporter.prov.writer import ProvJsonWriter
 from provtel.semconv import activities as act
 from provtel.semconv import attributes as sc
+
+logger = logging.getLogger(__name__)
 
 NAMESPACE = "https://provtel.org/ns/"
 PREFIXES_BASE = {
@@ -168,6 +171,7 @@ class DocumentBuilder:
         self._agent_records: dict[str, dict[str, Any]] = {}
         self._persons: set[str] = set()
         self._declared: set[str] = set()
+        self._span_identity: dict[str, tuple[Any, int, Any]] = {}  # activity -> trace, start, name
         self._parents: dict[str, int] = {}  # referenced parent activity -> first child start
         self._roots: dict[str, list[tuple[str, str | None, int]]] = {}  # trace -> (act, rid, end)
         self._hparams: dict[tuple[str, str], str] = {}  # (name, repr) -> entity id
@@ -214,9 +218,20 @@ class DocumentBuilder:
     def add_span(self, rec: dict[str, Any], rid: str | None) -> None:
         """Map one span record (step arrays already removed) to PROV records."""
         activity = "run:" + local_name(f"span_{rec['span_id']}")
+        identity = (rec.get("trace_id"), int(rec["start"]), rec.get("name"))
         if activity in self._declared:
-            return  # a duplicate delivery of the same span
+            if self._span_identity.get(activity, identity) == identity:
+                return  # a duplicate delivery of the same span
+            # Another span with the same id (ids from a re-seeded generator): keep it, under an
+            # id of its own, so the document shows the clash (``provtel validate`` rejects it)
+            # instead of silently losing an activity.
+            logger.warning("provtel: span id %s is used by two different spans", rec["span_id"])
+            n = 2
+            while f"{activity}_{n}" in self._declared:
+                n += 1
+            activity = f"{activity}_{n}"
         self._declared.add(activity)
+        self._span_identity[activity] = identity
         attrs: dict[str, Any] = rec.get("attributes") or {}
         start, end = int(rec["start"]), int(rec.get("end") or rec["start"])
         kind = attrs.get(sc.ML_ACTIVITY)

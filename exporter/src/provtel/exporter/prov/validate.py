@@ -23,7 +23,7 @@ The pipeline (steps 1, 2, 3, 5 and 6 of ``reference/prov.md`` §3), run by
    namespaces and declared prefixes, QName-safe local names, UTC times, ordering (start <= end,
    usage and generation inside the activity, generation before usage, strict derivation
    ordering), unique generation, entity/activity disjointness, no JSON arrays, plain-string
-   labels.
+   labels, unique span ids and an activity tree without cycles.
 6. **Big files**: ``prov`` needs ~53 µs and ~2.3 KB per record, and the round trips about 6 s
    per MB. Above :data:`ROUND_TRIP_MAX_BYTES` (5 MiB) the round trips are skipped, above
    :data:`BIG_FILE_BYTES` (20 MiB) the ``prov`` parse too, leaving JSON, schema and lint (about
@@ -629,7 +629,8 @@ def lint(doc: dict[str, Any]) -> list[str]:
     local names QName-safe, times UTC with ``Z``, activity start <= end, usage and generation
     inside the activity's interval, an entity generated at most once, generation before usage,
     strict derivation-generation-generation ordering, no id both entity and activity, no JSON arrays
-    (PROV-JSON arrays are sets), ``prov:label`` a plain string.
+    (PROV-JSON arrays are sets), ``prov:label`` a plain string, span ids (``otel:span_id``)
+    unique and no cycle in the activity tree (``wasInformedBy``).
     """
     p: list[str] = []
     scopes = list(_scopes(doc, p))
@@ -717,7 +718,60 @@ def lint(doc: dict[str, Any]) -> list[str]:
                     f"after {e1} generated at {_iso(t1)} "
                     "(derivation-generation-generation ordering)"
                 )
+    _check_span_tree(scopes, p)
     return p
+
+
+def _check_span_tree(
+    scopes: list[tuple[dict[str, Any], dict[str, str], str]], p: list[str]
+) -> None:
+    """Span ids unique, and the activity tree (``wasInformedBy``, child to parent) acyclic.
+
+    A repeated span id means spans were lost or merged (ids drawn from a re-seeded generator);
+    a cycle means no activity of it can be the root of its run. Both make the document's tree
+    untrustworthy, so they are problems, not notes.
+    """
+    by_span: dict[str, list[str]] = {}
+    informants: dict[str, list[str]] = {}
+    for scope, _prefixes, where in scopes:
+        for aid, record in _table(scope, "activity").items():
+            if isinstance(record, dict) and isinstance(record.get("otel:span_id"), str):
+                by_span.setdefault(record["otel:span_id"], []).append(f"{where}{aid}")
+        for record in _table(scope, "wasInformedBy").values():
+            if isinstance(record, dict):
+                informed, informant = record.get("prov:informed"), record.get("prov:informant")
+                if isinstance(informed, str) and isinstance(informant, str):
+                    informants.setdefault(informed, []).append(informant)
+    duplicates = [(span, ids) for span, ids in sorted(by_span.items()) if len(ids) > 1]
+    for span, ids in _capped(duplicates, p):
+        p.append(
+            f"span id {span} is used by {len(ids)} activities ({', '.join(ids)}): "
+            "span ids must be unique"
+        )
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for start in sorted(informants):
+        if start in state:
+            continue
+        state[start] = 1
+        path = [start]
+        stack: list[Iterator[str]] = [iter(informants[start])]
+        while stack:  # iterative depth-first search: trees may be deep
+            parent = next(stack[-1], None)
+            if parent is None:
+                stack.pop()
+                state[path.pop()] = 2
+            elif state.get(parent) == 1:
+                cycles.append([*path[path.index(parent) :], parent])
+            elif parent not in state:
+                state[parent] = 1
+                path.append(parent)
+                stack.append(iter(informants.get(parent, ())))
+    for cycle in _capped(cycles, p):
+        p.append(
+            f"activities {' -> '.join(cycle)} form a cycle of wasInformedBy "
+            "(an activity is its own ancestor in the activity tree)"
+        )
 
 
 def _iso(t: datetime | None) -> str:
