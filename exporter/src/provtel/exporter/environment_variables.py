@@ -28,3 +28,14 @@ OTEL_PYTHON_PROVTEL_RUN_NAME = "OTEL_PYTHON_PROVTEL_RUN_NAME"
 
 Prefix of the run folder name. Default: the script's file name without extension.
 """
+
+OTEL_PYTHON_PROVTEL_REDACT = "OTEL_PYTHON_PROVTEL_REDACT"
+"""
+.. envvar:: OTEL_PYTHON_PROVTEL_REDACT
+
+Comma-separated extra name patterns (shell wildcards, case-insensitive, e.g. ``*dsn*,wandb_*``)
+whose values are recorded as ``[redacted]``, beside the built-in ``*key*``, ``*token*``,
+``*secret*``, ``*password*``, ``*passwd*``, ``*credential*``: command-line arguments,
+hyperparameters and configurations (see :mod:`provtel.semconv.redaction`, which reads it).
+Default: unset.
+"""
