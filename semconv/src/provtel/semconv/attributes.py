@@ -126,7 +126,57 @@ STEP_SERIES: tuple[str, ...] = (
     ML_STEP_SKIPPED,
 )
 
+# -- values logged by user code, frameworks and loss hooks: a columnar table on one span -------
+ML_LOG_NAME = attribute(
+    "ml.log.name",
+    "string[]",
+    "",
+    "Name of each value logged during the activity (`provtel.log_metric`, frameworks, the "
+    "evaluation summary `eval_loss`); the `ml.log.*` arrays are parallel, one element per value.",
+)
+ML_LOG_VALUE = attribute("ml.log.value", "double[]", "1", "Each logged value.")
+ML_LOG_STEP = attribute(
+    "ml.log.step", "int[]", "{step}", "Step of each logged value (-1: none given)."
+)
+ML_LOG_CONTEXT = attribute(
+    "ml.log.context",
+    "string[]",
+    "",
+    "Context of each logged value (`training`, `validation`, `test` or a user context); "
+    "becomes the series' `yprov:context`.",
+)
+ML_LOG_TIME = attribute(
+    "ml.log.time", "int[]", "ns", "When each value was logged, nanoseconds since the Unix epoch."
+)
+
+#: The parallel arrays of logged values, in the order of a logged row.
+LOG_COLUMNS: tuple[str, ...] = (ML_LOG_NAME, ML_LOG_VALUE, ML_LOG_STEP, ML_LOG_CONTEXT, ML_LOG_TIME)
+
+# -- evaluation passes: losses computed while the model is evaluated -----------------------------
+ML_EVAL_LOSS = attribute(
+    "ml.eval.loss",
+    "double",
+    "1",
+    "Batch-weighted mean of the losses computed during an evaluation pass: "
+    "sum(loss_i * n_i) / sum(n_i), n_i the first dimension of the loss's input.",
+)
+ML_EVAL_BATCHES = attribute(
+    "ml.eval.batches", "int", "{batch}", "Losses (batches) computed during an evaluation pass."
+)
+ML_EVAL_SAMPLES = attribute(
+    "ml.eval.samples", "int", "{sample}", "Sum of the weights n_i of `ml.eval.loss`."
+)
+ML_PASS_SOURCE = attribute(
+    "ml.pass.source",
+    "string",
+    "",
+    "What delimited the pass: `dataloader` (a DataLoader iteration), `model` (train/eval mode "
+    "and grad mode, for hand-batched scripts) or `framework` (an integration).",
+)
+
 # -- inputs -------------------------------------------------------------------------------------
+#: Prefix of :data:`ML_HPARAM_PREFIX` attributes.
+HPARAM_PREFIX = "ml.hparam."
 ML_HPARAM_PREFIX = attribute(
     "ml.hparam.<name>",
     "any",
@@ -185,6 +235,35 @@ ML_CHECKPOINT_IN_MEMORY = attribute(
     "",
     "True when saved to or loaded from a buffer, not a file.",
 )
+ML_CHECKPOINT_ENTRY_PREFIX = attribute(
+    "ml.checkpoint.entry.<key>",
+    "any",
+    "",
+    "A scalar entry of a dict saved with `torch.save` (`iter_num`, `best_val_loss`; nested "
+    "configuration as `config.<key>`), secrets redacted; on the checkpoint's `provml:Model`.",
+)
+#: Prefix of :data:`ML_CHECKPOINT_ENTRY_PREFIX` attributes.
+CHECKPOINT_ENTRY_PREFIX = "ml.checkpoint.entry."
+ML_ARTIFACT_KIND = attribute(
+    "ml.artifact.kind",
+    "string",
+    "",
+    "What a saved or loaded file is: `model` (the default for torch.save and safetensors), "
+    "`dataset` or `artifact`; decides its PROV type.",
+)
+ML_ARTIFACT_FORMAT = attribute(
+    "ml.artifact.format",
+    "string",
+    "",
+    "How the file was written or read: `torch`, `safetensors`, or `file` (`provtel.log_artifact`).",
+)
+
+
+def checkpoint_entry(key: str) -> str:
+    """The attribute name of a checkpoint dict entry (``ml.checkpoint.entry.<key>``)."""
+    return CHECKPOINT_ENTRY_PREFIX + key
+
+
 FILE_PATH = attribute(
     "file.path", "string", "", "OpenTelemetry `file.path`: the checkpoint's path."
 )

@@ -109,14 +109,52 @@ def context_of(attributes: dict[str, Any], default: str = "run") -> str:
     return str(value) if value else default
 
 
+def _number_cell(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def log_series(record: dict[str, Any]) -> list[StepSeries]:
+    """Remove the table of logged values (``ml.log.*``) from a span record and return one
+    series per (name, context), rows in logging order."""
+    attrs = record["attributes"]
+    if sc.ML_LOG_NAME not in attrs:
+        return []
+    columns = [attrs.pop(name, None) for name in sc.LOG_COLUMNS]
+    names, values, steps, contexts, times = (
+        list(c) if isinstance(c, (list, tuple)) else [] for c in columns
+    )
+    epoch = attrs.get(sc.ML_EPOCH)
+    epoch_cell = "" if epoch is None else str(epoch)
+    default = context_of(attrs, "training")
+    groups: dict[tuple[str, str], tuple[list[Any], list[str]]] = {}
+    for i, name in enumerate(names):
+        if i >= len(values):
+            break
+        value = values[i]
+        step = steps[i] if i < len(steps) and isinstance(steps[i], int) else -1
+        context = contexts[i] if i < len(contexts) and contexts[i] else default
+        t = times[i] if i < len(times) and isinstance(times[i], int) else None
+        tail = f",{t // 1_000_000},{t}" if t is not None else ",,"
+        step_cell = str(step) if step >= 0 else ""
+        vals, lines = groups.setdefault((str(name), str(context)), ([], []))
+        vals.append(value)
+        lines.append(f"{step_cell},{epoch_cell},{_number_cell(value)}{tail}")
+    return [
+        StepSeries(name, context, "", vals, lines)
+        for (name, context), (vals, lines) in groups.items()
+    ]
+
+
 def step_series(record: dict[str, Any]) -> list[StepSeries]:
-    """Remove the per-step arrays from a span record and return them as series lines."""
+    """Remove the per-step arrays (and the logged values, :func:`log_series`) from a span
+    record and return them as series lines."""
+    logged = log_series(record)
     attrs = record["attributes"]
     names = [
         k for k, v in attrs.items() if k.startswith(_STEP_PREFIX) and isinstance(v, (list, tuple))
     ]
     if not names:
-        return []
+        return logged
     from provtel.semconv import ATTRIBUTES
 
     first = attrs.get(sc.ML_STEP_FIRST, 0)
@@ -147,7 +185,7 @@ def step_series(record: dict[str, Any]) -> list[StepSeries]:
         out.append(
             StepSeries(name[len(_STEP_PREFIX) :], context, spec.unit if spec else "", values, lines)
         )
-    return out
+    return out + logged
 
 
 # -- finalisation: records -> PROV ------------------------------------------------------------

@@ -52,6 +52,7 @@ import functools
 import importlib
 import importlib.metadata
 import logging
+import os
 import signal
 import sys
 import threading
@@ -135,6 +136,9 @@ class TorchInstrumentor(BaseInstrumentor):
             ("numpy", self._on_numpy),
             ("argparse", self._on_argparse),
             ("torch._dynamo", self._on_dynamo),
+            ("safetensors.torch", self._on_safetensors),
+            ("torch.distributed.autograd", self._on_dist_autograd),
+            ("torch.distributed.optim", self._on_dist_optim),
         ):
             wrapt.register_post_import_hook(self._guarded(hook), module)
 
@@ -242,6 +246,74 @@ class TorchInstrumentor(BaseInstrumentor):
 
     def _on_numpy(self, module: Any) -> None:
         self._wrap(module.random, "seed", self._seed_wrapper("numpy"))
+        memmap = getattr(module, "memmap", None)
+        original = memmap.__dict__.get("__new__") if memmap is not None else None
+        if isinstance(original, staticmethod):
+            self._memmap(memmap, original)
+
+    def _memmap(self, memmap: Any, original: Any) -> None:
+        """A ``numpy.memmap`` opened: the batch source of hand-batched scripts (nanoGPT's
+        ``get_batch`` maps ``train.bin`` / ``val.bin`` for every batch)."""
+        guard = Guard("numpy.memmap")
+        new = original.__func__
+
+        @functools.wraps(new)
+        def __new__(subtype: Any, filename: Any, *args: Any, **kwargs: Any) -> Any:
+            result = new(subtype, filename, *args, **kwargs)
+            tracker = self._tracker
+            if guard.ok and tracker is not None and tracker.enabled:
+                try:
+                    if isinstance(filename, (str, os.PathLike)):
+                        path = os.path.abspath(os.fspath(filename))
+                        tracker.last_data = (("file", path), os.path.basename(path))
+                except Exception:
+                    guard.fail()
+            return result
+
+        memmap.__new__ = staticmethod(__new__)
+        self._restore.append(lambda: setattr(memmap, "__new__", original))
+
+    def _on_safetensors(self, module: Any) -> None:
+        tracker = self._tracker
+        if tracker is None:
+            return
+        for name, operation, position, keyword in (
+            ("save_file", "save", 1, "filename"),
+            ("load_file", "load", 0, "filename"),
+            ("save_model", "save", 1, "filename"),
+            ("load_model", "load", 1, "filename"),
+        ):
+            if hasattr(module, name):
+                self._wrap(
+                    module,
+                    name,
+                    checkpoint.wrap(tracker, operation, position, "safetensors", keyword),
+                )
+
+    def _on_dist_autograd(self, module: Any) -> None:
+        """``torch.distributed.autograd.backward(context_id, roots)``: a backward step."""
+        tracker = self._tracker
+        if tracker is None or not hasattr(module, "backward"):
+            return
+        make = self._backward(tracker, roots_arg=1)
+        self._replace(module, "backward", make)
+
+    def _on_dist_optim(self, module: Any) -> None:
+        """``DistributedOptimizer.step(context_id)``: an optimizer step (it is no
+        ``torch.optim.Optimizer``, so the optimizer hooks do not see it)."""
+        tracker = self._tracker
+        optimizer = getattr(module, "DistributedOptimizer", None)
+        if tracker is None or optimizer is None:
+            return
+        pre, post = self._optimizer_pre(tracker), self._optimizer_post(tracker)
+
+        def step(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            pre(instance, args, kwargs)
+            result = wrapped(*args, **kwargs)
+            post(instance, args, kwargs)
+            return result
+
+        self._wrap(optimizer, "step", step)
 
     def _on_argparse(self, module: Any) -> None:
         guard = Guard("argparse")
@@ -310,10 +382,76 @@ class TorchInstrumentor(BaseInstrumentor):
         optim = importlib.import_module("torch.optim.optimizer")  # deleted from torch.optim
         self._hooks.append(optim.register_optimizer_step_pre_hook(self._optimizer_pre(tracker)))
         self._hooks.append(optim.register_optimizer_step_post_hook(self._optimizer_post(tracker)))
+        self._replace(torch.nn.Module, "train", self._module_train(tracker))
+        self._install_losses(torch, tracker)
+
+    # -- model state: train/eval mode and the losses computed without gradients -------------
+    def _module_train(self, tracker: Tracker) -> Any:
+        guard = Guard("Module.train")
+
+        def make(wrapped: Any) -> Any:
+            depth = [0]
+
+            def train(module: Any, mode: bool = True) -> Any:
+                if depth[0]:
+                    return wrapped(module, mode)  # a child of the module being switched
+                depth[0] += 1
+                try:
+                    result = wrapped(module, mode)
+                finally:
+                    depth[0] -= 1
+                if guard.ok and tracker.enabled:
+                    try:
+                        if tracker.active():
+                            tracker.on_mode(bool(mode))
+                    except Exception:
+                        guard.fail()
+                return result
+
+            return train
+
+        return make
+
+    def _install_losses(self, torch: Any, tracker: Tracker) -> None:
+        from provtel.instrumentation import _losses
+
+        is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+        if is_compiling is None:
+            return
+        functional = torch.nn.functional
+        for name in _losses.FUNCTIONAL_LOSSES:
+            if hasattr(functional, name):
+                self._replace(functional, name, lambda f: _losses.functional(f, is_compiling))
+        base = torch.nn.modules.loss._Loss
+        base.__call__ = _losses.module_call(torch.nn.Module.__call__, is_compiling)
+        self._restore.append(lambda: delattr(base, "__call__"))
+        _losses.state.sink = self._loss_sink(tracker)
+        self._restore.append(lambda: setattr(_losses.state, "sink", None))
+
+    def _loss_sink(self, tracker: Tracker) -> Any:
+        guard = Guard("loss")
+
+        def sink(result: Any, args: Any, kwargs: Any) -> None:
+            if not (guard.ok and tracker.enabled):
+                return
+            try:
+                if result.numel() != 1 or not tracker.active():
+                    return
+                value = float(result.item()) if result.is_cpu else result.detach()
+                first = args[0] if args else kwargs.get("input")
+                dim = getattr(first, "dim", None)
+                weight = int(first.shape[0]) if dim is not None and dim() else 1
+                target = args[1] if len(args) > 1 else kwargs.get("target")
+                identity, name = _data_identity(tracker, target)
+                tracker.eval_loss(value, weight, identity, name)
+            except Exception:
+                guard.fail()
+
+        return sink
 
     # -- training hooks ----------------------------------------------------------------------
-    def _backward(self, tracker: Tracker) -> Any:
-        guard = Guard("backward")
+    def _backward(self, tracker: Tracker, roots_arg: int = 0) -> Any:
+        guard = Guard("backward" if not roots_arg else "distributed autograd backward")
         timer_of = tracker
         tensor_type = tracker.torch.Tensor
 
@@ -324,7 +462,11 @@ class TorchInstrumentor(BaseInstrumentor):
                 t0 = perf()
                 cuda = None
                 try:
-                    tensors: Any = args[0] if args else kwargs.get("tensors")
+                    tensors: Any = (
+                        args[roots_arg]
+                        if len(args) > roots_arg
+                        else kwargs.get("roots" if roots_arg else "tensors")
+                    )
                     rec = tracker.recorder
                     if not rec.open:
                         tracker.ensure_step(t0)
@@ -337,7 +479,7 @@ class TorchInstrumentor(BaseInstrumentor):
                         ):
                             # no optimizer: a step runs from one backward to the next
                             tracker.end_step(t0)
-                            tracker.begin_step(t0, None, False)
+                            tracker.begin_step(t0, tracker.current_pass(), False)
                         p = tracker.step_pass
                         if p is None or not p.training:
                             tracker.mark_training(tracker.current_pass())
@@ -503,6 +645,40 @@ class TorchInstrumentor(BaseInstrumentor):
             return result
 
         return init
+
+
+def _data_identity(tracker: Tracker, target: Any) -> tuple[Any, str | None]:
+    """Which data an evaluation batch came from: the tensor the targets are a slice of
+    (word_language_model's ``val_data``), else the file the latest batch was mapped from
+    (nanoGPT's ``val.bin``), else unknown."""
+    base = getattr(target, "_base", None)
+    if base is not None and base.numel() > target.numel():
+        key = ("tensor", id(base), base.data_ptr(), tuple(base.shape))
+        name = tracker.data_names.get(key)
+        if name is None:
+            name = tracker.data_names[key] = _name_in_frames(base) or "tensor"
+        return key, name
+    if tracker.last_data is not None:
+        identity, name = tracker.last_data
+        return identity, name
+    return None, None
+
+
+def _name_in_frames(value: Any, depth: int = 12) -> str | None:
+    """The name the script gives ``value``: a global of a calling frame, else a local."""
+    frame: Any = sys._getframe(2)
+    frames = []
+    while frame is not None and depth > 0:
+        frames.append(frame)
+        frame, depth = frame.f_back, depth - 1
+    for scope in ("f_globals", "f_locals"):
+        for f in frames:
+            if f.f_globals.get("__name__", "").startswith(("torch", "provtel")):
+                continue
+            for key, candidate in list(getattr(f, scope).items()):
+                if candidate is value and not key.startswith("_"):
+                    return str(key)
+    return None
 
 
 def _torch_installed() -> bool:

@@ -1,5 +1,9 @@
-"""torch.save / torch.load as checkpoint spans; the file digest is computed off the training
-thread and the span ends (with its original end time) once the digest is known."""
+"""Files the training writes and reads as spans: ``torch.save`` / ``torch.load``,
+``safetensors.torch`` (``save_file``, ``load_file``, ``save_model``, ``load_model``) and
+``provtel.log_artifact``. The file's size and digest are computed off the training thread and
+the span ends (with its original end time) once they are known. A dict given to ``torch.save``
+adds its scalar and configuration entries (``ml.checkpoint.entry.*``: ``iter_num``,
+``best_val_loss``, ``config.*``; secrets redacted)."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
+from provtel.instrumentation.torch import hparams
 from provtel.instrumentation.torch._guard import Guard
 from provtel.instrumentation.torch.tracker import Tracker
 from provtel.semconv import activities as act
@@ -29,9 +34,29 @@ def sha256_file(path: str) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+def sha256_folder(path: str) -> tuple[int, str]:
+    """Total size and ``sha256:<hex>`` of a folder: the digest of its files' relative paths
+    and digests, in sorted order (a ``save_pretrained`` folder)."""
+    digest = hashlib.sha256()
+    size = 0
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            size += os.path.getsize(full)
+            rel = os.path.relpath(full, path).replace(os.sep, "/")
+            digest.update(f"{rel}\0{sha256_file(full)}\n".encode())
+    return size, "sha256:" + digest.hexdigest()
+
+
 def _finish(span: Span, path: str | None, end: int, digest: bool) -> None:
     try:
-        if path is not None:
+        if path is not None and os.path.isdir(path):
+            size, folder_digest = sha256_folder(path)
+            span.set_attribute(sc.FILE_SIZE, size)
+            if digest:
+                span.set_attribute(sc.ML_CHECKPOINT_DIGEST, folder_digest)
+        elif path is not None:
             span.set_attribute(sc.FILE_SIZE, os.path.getsize(path))
             if digest:
                 span.set_attribute(sc.ML_CHECKPOINT_DIGEST, sha256_file(path))
@@ -41,31 +66,76 @@ def _finish(span: Span, path: str | None, end: int, digest: bool) -> None:
         span.end(end_time=end)
 
 
-def wrap(tracker: Tracker, operation: str, file_arg: int) -> Any:
-    """A wrapt wrapper for ``torch.save`` (file is argument 1) or ``torch.load`` (argument 0)."""
-    guard = Guard(f"torch.{operation}")
+def start_file_span(
+    tracker: Tracker,
+    name: str,
+    operation: str,
+    path: str | None,
+    kind: str,
+    fmt: str,
+    extra: dict[str, Any] | None = None,
+    start: int | None = None,
+) -> Span | None:
+    """The span of a file saved or loaded, child of the open pass (else the run)."""
+    run = tracker.ensure_run()
+    if run is None:
+        return None
+    p = tracker.current_pass() or tracker.model_pass
+    ctx = trace.set_span_in_context(p.span) if p is not None and not p.ended else run
+    attributes: dict[str, Any] = {
+        sc.ML_ACTIVITY: act.CHECKPOINT,
+        sc.ML_CHECKPOINT_OPERATION: operation,
+        sc.ML_CHECKPOINT_IN_MEMORY: path is None,
+        sc.ML_ARTIFACT_KIND: kind,
+        sc.ML_ARTIFACT_FORMAT: fmt,
+    }
+    if path is not None:
+        attributes[sc.FILE_PATH] = path
+    if extra:
+        attributes.update(extra)
+    return tracker.tracer.start_span(name, context=ctx, attributes=attributes, start_time=start)
+
+
+def end_file_span(tracker: Tracker, span: Span, path: str | None, end: int) -> None:
+    """End ``span`` at ``end`` once the file's size and digest are known (off this thread)."""
+    if path is None:
+        span.end(end_time=end)
+        return
+    tracker.pending_digests[:] = [f for f in tracker.pending_digests if not f.done()]
+    try:
+        tracker.pending_digests.append(
+            tracker.digests.submit(_finish, span, path, end, tracker.config.checkpoint_digest)
+        )
+    except RuntimeError:  # the worker has shut down (exit): finish here
+        _finish(span, path, end, tracker.config.checkpoint_digest)
+
+
+def _path_of(f: Any) -> str | None:
+    return os.path.abspath(os.fspath(f)) if isinstance(f, (str, os.PathLike)) else None
+
+
+def wrap(
+    tracker: Tracker, operation: str, file_arg: int, fmt: str = "torch", file_kw: str = "f"
+) -> Any:
+    """A wrapt wrapper for a function writing or reading a model file: ``torch.save`` (file is
+    argument 1), ``torch.load`` (argument 0), the ``safetensors.torch`` functions."""
+    guard = Guard(f"{fmt} {operation}")
     name = spans.CHECKPOINT_SAVE if operation == "save" else spans.CHECKPOINT_LOAD
 
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         if not (guard.ok and tracker.active()):
             return wrapped(*args, **kwargs)
         span = None
+        f = None
         try:
-            f = args[file_arg] if len(args) > file_arg else kwargs.get("f")
-            path = os.path.abspath(os.fspath(f)) if isinstance(f, (str, os.PathLike)) else None
+            f = args[file_arg] if len(args) > file_arg else kwargs.get(file_kw)
+            path = _path_of(f)
             position = f.tell() if path is None and hasattr(f, "tell") else None
-            run = tracker.ensure_run()
-            if run is not None:
-                p = tracker.current_pass()
-                ctx = trace.set_span_in_context(p.span) if p is not None else run
-                attributes: dict[str, Any] = {
-                    sc.ML_ACTIVITY: act.CHECKPOINT,
-                    sc.ML_CHECKPOINT_OPERATION: operation,
-                    sc.ML_CHECKPOINT_IN_MEMORY: path is None,
-                }
-                if path is not None:
-                    attributes[sc.FILE_PATH] = path
-                span = tracker.tracer.start_span(name, context=ctx, attributes=attributes)
+            extra = None
+            if operation == "save" and fmt == "torch":
+                obj = args[0] if args else kwargs.get("obj")
+                extra = hparams.checkpoint_entries(obj)
+            span = start_file_span(tracker, name, operation, path, "model", fmt, extra)
         except Exception:
             guard.fail()
         if span is None:
@@ -79,20 +149,26 @@ def wrap(tracker: Tracker, operation: str, file_arg: int) -> Any:
             raise
         end = time.time_ns()
         try:
-            if path is None:
-                if position is not None:
-                    span.set_attribute(sc.FILE_SIZE, abs(f.tell() - position))
-                span.end(end_time=end)
-            else:
-                tracker.pending_digests[:] = [f for f in tracker.pending_digests if not f.done()]
-                tracker.pending_digests.append(
-                    tracker.digests.submit(
-                        _finish, span, path, end, tracker.config.checkpoint_digest
-                    )
-                )
+            if path is None and position is not None and f is not None:
+                span.set_attribute(sc.FILE_SIZE, abs(f.tell() - position))
+            end_file_span(tracker, span, path, end)
         except Exception:
             guard.fail()
             span.end(end_time=end)
         return result
 
     return wrapper
+
+
+def artifact(tracker: Tracker, path: Any, kind: str, operation: str, fmt: str = "file") -> bool:
+    """A file the script (or a framework) names as saved or loaded: a span ending now."""
+    target = _path_of(path)
+    if target is None or not tracker.active():
+        return False
+    name = spans.ARTIFACT_SAVE if operation == "save" else spans.ARTIFACT_LOAD
+    now = time.time_ns()
+    span = start_file_span(tracker, name, operation, target, kind, fmt, start=now)
+    if span is None:
+        return False
+    end_file_span(tracker, span, target, now)
+    return True

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from provtel.semconv import attributes as sc
+from provtel.semconv.redaction import redact_value
 
 PREFIX = "ml.hparam."
 _SCALARS = (bool, int, float, str)
@@ -69,12 +70,16 @@ def scheduler_hparams(scheduler: Any) -> dict[str, Any]:
 
 
 def namespace_hparams(namespace: Any) -> dict[str, Any]:
-    """Parsed argparse arguments (``ml.hparam.<dest>``)."""
+    """Parsed argparse arguments (``ml.hparam.<dest>``); secret-looking ones ``[redacted]``."""
     try:
         items = vars(namespace).items()
     except TypeError:
         return {}
-    return {PREFIX + str(k): attribute_value(v) for k, v in items if v is not None}
+    return {
+        PREFIX + str(k): redact_value(str(k), attribute_value(v))
+        for k, v in items
+        if v is not None
+    }
 
 
 def module_of_generator(params: Any) -> Any:
@@ -190,3 +195,141 @@ def finite_or_nan(value: Any) -> float:
     except (TypeError, ValueError):
         return math.nan
     return f
+
+
+# -- configuration objects ---------------------------------------------------------------------
+_MAX_DEPTH = 4
+_MAX_ITEMS = 500  # a configuration larger than this is cut (one debug line), never the training
+
+
+def _redactor() -> Any:
+    """``provtel.semconv.redaction`` once it exists (the hardening helper adds it)."""
+    try:
+        from provtel.semconv import redaction
+    except ImportError:  # TODO(lead): drop this fallback once provtel.semconv.redaction lands
+        return None
+    return redaction
+
+
+_SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "credential")
+
+
+def is_secret(name: str) -> bool:
+    """Whether a configuration name looks secret (``*key*``, ``*token*``, ``*password*`` ...)."""
+    redaction = _redactor()
+    check = getattr(redaction, "is_secret", None) if redaction is not None else None
+    if callable(check):
+        return bool(check(name))
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
+
+
+REDACTED = "[REDACTED]"
+
+
+def config_mapping(obj: Any) -> Mapping[str, Any] | None:
+    """The key/value view of a configuration object, else None: a mapping, a dataclass, an
+    ``argparse.Namespace``, an OmegaConf config, an object with ``to_dict()`` (Hugging Face
+    ``TrainingArguments``, ``PretrainedConfig``)."""
+    if isinstance(obj, Mapping):
+        return obj
+    module = type(obj).__module__ or ""
+    if module.startswith("omegaconf"):
+        try:
+            from omegaconf import OmegaConf
+
+            container = OmegaConf.to_container(obj, resolve=True)
+        except Exception:
+            return None
+        return container if isinstance(container, Mapping) else None
+    import dataclasses
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: getattr(obj, f.name, None) for f in dataclasses.fields(obj)}
+    to_dict = getattr(obj, "to_dict", None)
+    if callable(to_dict) and not isinstance(obj, type):
+        try:
+            out = to_dict()
+        except Exception:
+            return None
+        return out if isinstance(out, Mapping) else None
+    if type(obj).__name__ == "Namespace" and hasattr(obj, "__dict__"):
+        return vars(obj)
+    return None
+
+
+def flatten_config(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """A configuration object as flat ``prefix + dotted.key`` -> attribute value pairs.
+
+    Nested configurations become dotted keys, scalars and lists of scalars are kept, other
+    values (tensors aside) are left out; names that look secret get ``[REDACTED]``.
+    """
+    out: dict[str, Any] = {}
+
+    def walk(mapping: Mapping[str, Any], path: str, depth: int) -> None:
+        for key, value in mapping.items():
+            if len(out) >= _MAX_ITEMS:
+                return
+            name = f"{path}{key}"
+            if is_secret(str(key)):
+                out[prefix + name] = REDACTED
+                continue
+            if value is None:
+                continue
+            nested = config_mapping(value) if not isinstance(value, _SCALARS) else None
+            if nested is not None:
+                if depth < _MAX_DEPTH:
+                    walk(nested, name + ".", depth + 1)
+                continue
+            if isinstance(value, _SCALARS):
+                out[prefix + name] = value
+            elif isinstance(value, (list, tuple)):
+                if value and all(isinstance(v, _SCALARS) for v in value):
+                    out[prefix + name] = attribute_value(value)
+            elif getattr(value, "numel", None) is not None:
+                try:
+                    if value.numel() == 1:
+                        out[prefix + name] = value.item()
+                except Exception:
+                    continue
+            elif isinstance(value, os.PathLike) or type(value).__name__ in ("dtype", "device"):
+                out[prefix + name] = str(value)
+            elif hasattr(value, "value") and type(value).__class__.__name__ == "EnumMeta":
+                out[prefix + name] = attribute_value(value.value)
+
+    mapping = config_mapping(obj)
+    if mapping is not None:
+        walk(mapping, "", 0)
+    return out
+
+
+def checkpoint_entries(obj: Any) -> dict[str, Any]:
+    """The scalar and configuration entries of a dict given to ``torch.save``
+    (``ml.checkpoint.entry.<key>``): ``iter_num``, ``best_val_loss``, ``config.*``; tensors,
+    state dicts and modules are left out."""
+    if not isinstance(obj, Mapping):
+        return {}
+    return flatten_config(
+        {k: v for k, v in obj.items() if isinstance(k, str) and not _is_state(v)},
+        sc.CHECKPOINT_ENTRY_PREFIX,
+    )
+
+
+def _is_state(value: Any) -> bool:
+    """A state dict or a module: weights, not configuration."""
+    if getattr(value, "numel", None) is not None:
+        try:
+            return bool(value.numel() != 1)  # a 0-d tensor (best_val_loss) is a scalar
+        except Exception:
+            return True
+    if hasattr(value, "state_dict"):
+        return True
+    if isinstance(value, Mapping) and "param_groups" in value:
+        return True  # an optimizer's state dict
+    if isinstance(value, Mapping) and value:
+        first = next(iter(value.values()))
+        return getattr(first, "numel", None) is not None or (
+            isinstance(first, Mapping)
+            and any(getattr(v, "numel", None) is not None for v in first.values())
+        )
+    return False

@@ -55,6 +55,7 @@ class Block:
     batch_size: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
     cuda_intervals: list[Any] = field(default_factory=list)
+    logs: list[Any] = field(default_factory=list)  # values logged during the block
     uses_loader: bool = False
     uses_scaler: bool = False
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -31,6 +32,7 @@ from opentelemetry.trace import Span, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from provtel.instrumentation import activity
+from provtel.instrumentation.torch import logs
 from provtel.instrumentation.torch.config import Config
 from provtel.instrumentation.torch.hparams import loader_attributes
 from provtel.instrumentation.torch.steps import Block, StepRecorder, seconds
@@ -54,19 +56,32 @@ class Pass:
         "end_ns",
         "ended",
         "epoch",
+        "eval_losses",
+        "eval_weights",
+        "forced",
         "handle",
+        "logs",
         "pending",
+        "source",
         "span",
         "training",
     )
 
     def __init__(
-        self, span: Span, attributes: dict[str, Any], handle: activity.Handle, dataset: int
+        self,
+        span: Span,
+        attributes: dict[str, Any],
+        handle: activity.Handle,
+        dataset: Any,
+        source: str = "dataloader",
+        forced: str | None = None,
     ) -> None:
         self.span = span
         self.attributes = attributes
         self.handle = handle
-        self.dataset = dataset  # identity of the dataset object, to tell validation from test
+        self.dataset = dataset  # identity of the data, to tell validation from test
+        self.source = source  # dataloader | model | framework
+        self.forced = forced  # a context the user or a framework named (provtel.context)
         self.training = False
         self.context: str | None = None  # decided when the pass ends (training) or later
         self.epoch: int | None = None
@@ -74,6 +89,11 @@ class Pass:
         self.ended = False
         self.end_ns = 0
         self.pending: list[tuple[dict[str, Any], Block, list[float]]] = []
+        self.logs: list[logs.Row] = []
+        # losses computed without gradients in the pass (kept as tensors on devices) and
+        # their batch sizes: the evaluation summary, read once when the pass ends
+        self.eval_losses: list[Any] = []
+        self.eval_weights: list[int] = []
 
 
 class Tracker:
@@ -122,6 +142,16 @@ class Tracker:
         self.exception: BaseException | None = None
         self.exit_code: Any = None
         self.signal: int | None = None
+        # values logged outside any pass and block; passes from the model's own state
+        self.run_logs: list[logs.Row] = []
+        self.model_pass: Pass | None = None  # a pass delimited by train/eval and grad mode
+        self.eval_mode_ns = 0  # perf ns of the latest model.eval() (0: in train mode)
+        self.last_data: Any = None  # (identity, name) of the latest batch source seen
+        self.data_names: dict[Any, str] = {}  # data identity -> the script's name for it
+        self.framework_context: str | None = None  # begin_evaluation(context)
+        self.framework_dataset: Any = None
+        self.sanity = False  # a framework's sanity check: recorded nowhere
+        self.step_lock = threading.Lock()  # block hand-over: training thread vs idle flush
         # Background work: checkpoint digests and live metrics of each block.
         self.digests = ThreadPoolExecutor(max_workers=1, thread_name_prefix="provtel-background")
         # live metrics
@@ -219,10 +249,14 @@ class Tracker:
         self._decide(None)
         futures.wait(self.pending_digests)
         self.pending_digests.clear()
+        self.model_pass = None
         span = self.run_span
         if span is None:
             return
         span.set_attributes(activity.finish(act.RUN, self._run_handle))
+        if self.run_logs:
+            span.set_attributes(logs.table(self.torch, self.run_logs, act.TRAINING))
+            self.run_logs = []
         exception = exception or self.exception
         if exception is not None:
             span.record_exception(exception)
@@ -256,6 +290,8 @@ class Tracker:
         self.primary_optimizer = None
         self.optimizer_seen = False
         self._validation_datasets.clear()
+        self.eval_mode_ns = 0
+        self.last_data = None
         self.started_ns = time.time_ns()
 
     # -- passes ----------------------------------------------------------------------------
@@ -264,22 +300,135 @@ class Tracker:
         return [p for p in self._passes if not p.ended]
 
     def start_pass(self, loader: Any) -> Pass | None:
+        """A DataLoader pass begins (None in a framework's sanity check or outside a run)."""
+        if self.sanity:
+            return None
         ctx = self.ensure_run()
         if ctx is None:
             return None
-        self._passes = [p for p in self._passes if not p.ended]
+        now = perf()
+        if self.model_pass is not None:
+            self.end_pass(self.model_pass, self.last_boundary or now)
+            self.model_pass = None
         attributes = loader_attributes(loader)
         dataset = getattr(loader, "dataset", loader)
-        name = self._dataset_names.get(id(dataset))
+        if self.framework_dataset is not None:
+            dataset = self.framework_dataset
+        attributes[sc.ML_DATASET_NAME] = self._dataset_name(
+            id(dataset), str(attributes.get(sc.ML_DATASET_NAME, "dataset"))
+        )
+        return self._open_pass(ctx, attributes, id(dataset), "dataloader", None)
+
+    def _dataset_name(self, identity: Any, base: str) -> str:
+        name = self._dataset_names.get(identity)
         if name is None:
-            base = str(attributes.get(sc.ML_DATASET_NAME, "dataset"))
             n = sum(1 for v in self._dataset_names.values() if v.split("#")[0] == base) + 1
-            name = self._dataset_names[id(dataset)] = base if n == 1 else f"{base}#{n}"
-        attributes[sc.ML_DATASET_NAME] = name
-        span = self.tracer.start_span(spans.EVALUATION, context=ctx, attributes=attributes)
-        p = Pass(span, attributes, activity.begin(act.EVALUATION), id(dataset))
+            name = self._dataset_names[identity] = base if n == 1 else f"{base}#{n}"
+        return name
+
+    def _open_pass(
+        self,
+        ctx: Context,
+        attributes: dict[str, Any],
+        dataset: Any,
+        source: str,
+        start: int | None,
+    ) -> Pass:
+        self._passes = [p for p in self._passes if not p.ended]
+        attributes[sc.ML_PASS_SOURCE] = source
+        forced = logs.USER_CONTEXT.get() or self.framework_context
+        span = self.tracer.start_span(
+            spans.EVALUATION,
+            context=ctx,
+            attributes=attributes,
+            start_time=self.recorder.unix_ns(start) if start else None,
+        )
+        p = Pass(span, attributes, activity.begin(act.EVALUATION), dataset, source, forced)
         self._passes.append(p)
         return p
+
+    # -- passes from the model's own state (hand-batched scripts) ---------------------------
+    def on_mode(self, training: bool) -> None:
+        """The outermost ``Module.train(mode)`` / ``.eval()`` call of the script."""
+        now = perf()
+        if not training:
+            self.eval_mode_ns = now
+            return
+        self.eval_mode_ns = 0
+        p = self.model_pass
+        if p is not None and not p.training and not p.ended:
+            self.end_pass(p, now)  # model.train(): the evaluation is over
+            self.model_pass = None
+
+    def training_pass(self, now: int) -> Pass | None:
+        """The pass a training step outside any DataLoader pass belongs to: the open model
+        training pass, else a new one (an open evaluation pass ends first)."""
+        p = self.model_pass
+        if p is not None and p.training and not p.ended:
+            return p
+        if self.sanity or self._loader_pass_open():
+            return None
+        ctx = self.ensure_run()
+        if ctx is None:
+            return None
+        if p is not None and not p.ended:
+            self.end_pass(p, self.last_boundary or now)
+        start = self.last_boundary or now
+        p = self.model_pass = self._open_pass(ctx, {}, None, "model", start)
+        self.mark_training(p)
+        return p
+
+    def _loader_pass_open(self) -> bool:
+        return any(not p.ended and p.source == "dataloader" for p in self._passes)
+
+    def eval_loss(self, value: Any, weight: int, identity: Any, name: str | None) -> None:
+        """A loss computed without gradients (an evaluation batch).
+
+        In a DataLoader pass it is that batch's loss; outside one it is one batch of an
+        evaluation pass from the model's state, which begins here (ending the training pass
+        or an evaluation over other data) and ends at ``model.train()`` or the next training
+        step.
+        """
+        if self.sanity:
+            return
+        now = perf()
+        rec = self.recorder
+        p = self.step_pass if rec.open else None
+        if p is not None and not p.ended and p.source != "model":
+            if not p.training:
+                if rec.loss is None:
+                    rec.loss = value
+                p.eval_losses.append(value)
+                p.eval_weights.append(weight)
+            return
+        if self._loader_pass_open():
+            return
+        p = self.model_pass
+        if p is None or p.ended or p.training or p.dataset != identity:
+            ctx = self.ensure_run()
+            if ctx is None:
+                return
+            if rec.open:
+                self.end_step(now)
+            start = self.last_boundary or now
+            if p is not None and not p.ended:
+                self.end_pass(p, start)
+            if self.eval_mode_ns and self.eval_mode_ns > start:
+                start = self.eval_mode_ns  # the evaluation began at model.eval()
+            attributes = {} if name is None else {sc.ML_DATASET_NAME: name}
+            if name is not None:
+                attributes[sc.ML_DATASET_NAME] = self._dataset_name(identity, name)
+            p = self.model_pass = self._open_pass(ctx, attributes, identity, "model", start)
+            self.last_boundary = start
+        if not rec.open:
+            self.begin_step(self.last_boundary or now, p, False)
+        rec = self.recorder
+        rec.loss = value
+        rec.batch_size = weight
+        p.batches += 1
+        p.eval_losses.append(value)
+        p.eval_weights.append(weight)
+        self.end_step(now)
 
     def mark_training(self, p: Pass | None) -> None:
         """Backward or an optimizer step happened in pass ``p``: it is a training epoch."""
@@ -301,18 +450,48 @@ class Tracker:
         """Write the evaluation passes waiting for their context (``None``: by dataset)."""
         undecided, self._undecided = self._undecided, []
         for p in undecided:
-            if context is not None:
+            if p.forced:
+                chosen = p.forced
+            elif context is not None:
                 chosen = context
-            else:  # at the end: a dataset validated on before is validation, else a test
+            else:  # at the end: data validated on before is validation, else a test
                 chosen = act.VALIDATION if p.dataset in self._validation_datasets else act.TEST
             if chosen == act.VALIDATION:
                 self._validation_datasets.add(p.dataset)
-            p.context = chosen
-            for attributes, block, losses in p.pending:
-                self._send_block(attributes, block, losses, p)
-            p.pending.clear()
-            p.span.set_attribute(sc.ML_CONTEXT, chosen)
-            p.span.end(end_time=p.end_ns)
+            self._close_evaluation(p, chosen)
+
+    def _close_evaluation(self, p: Pass, context: str) -> None:
+        p.context = context
+        for attributes, block, losses in p.pending:
+            self._send_block(attributes, block, losses, p)
+        p.pending.clear()
+        p.span.set_attribute(sc.ML_CONTEXT, context)
+        if p.logs:
+            p.span.set_attributes(logs.table(self.torch, p.logs, context))
+            p.logs = []
+        p.span.end(end_time=p.end_ns)
+
+    def _evaluation_summary(self, p: Pass) -> dict[str, Any]:
+        """``ml.eval.*`` of an evaluation pass, and its ``eval_loss`` row: the losses are read
+        here, in one transfer for those on a device."""
+        if not p.eval_losses:
+            return {}
+        values = logs.read_values(self.torch, p.eval_losses)
+        total = 0.0
+        samples = 0
+        for v, n in zip(values, p.eval_weights, strict=True):
+            total += v * n
+            samples += n
+        p.eval_losses = []
+        mean = total / samples if samples else math.nan
+        p.logs.append(
+            ("eval_loss", mean, self.optimizer_steps, None, self.recorder.unix_ns(perf()))
+        )
+        return {
+            sc.ML_EVAL_LOSS: mean,
+            sc.ML_EVAL_BATCHES: len(values),
+            sc.ML_EVAL_SAMPLES: samples,
+        }
 
     def pass_context(self, p: Pass | None) -> str:
         if p is None:
@@ -327,6 +506,8 @@ class Tracker:
         if self.block_pass is p:
             self.flush_block()
         p.ended = True
+        if self.model_pass is p:
+            self.model_pass = None
         p.end_ns = self.recorder.unix_ns(now)
         attributes: dict[str, Any] = {sc.ML_PASS_BATCHES: p.batches}
         if p.training:
@@ -336,6 +517,10 @@ class Tracker:
             attributes[sc.ML_EPOCH] = p.epoch
             attributes[sc.ML_PASS_INDEX] = p.epoch
             attributes.update(activity.finish(act.EPOCH, p.handle))
+            if p.logs:
+                attributes.update(logs.table(self.torch, p.logs, act.TRAINING))
+                p.logs = []
+            p.eval_losses = []
             p.span.set_attributes(attributes)
             p.span.end(end_time=p.end_ns)
             return
@@ -345,14 +530,56 @@ class Tracker:
         if self.training_passes:
             attributes[sc.ML_EPOCH] = self.training_passes - 1
         attributes.update(activity.finish(act.EVALUATION, p.handle))
+        attributes.update(self._evaluation_summary(p))
         p.span.set_attributes(attributes)
-        if not self.trained:
-            p.context = act.TEST  # no training before it: an evaluation-only run
-            self._undecided.append(p)
-            self._decide(act.TEST)
+        self._undecided.append(p)
+        if p.forced:
+            self._decide(None)  # the user or a framework named its context
+        # else validation if training follows, else decided at the end by its data
+
+    # -- values, configuration and evaluations from user code and frameworks ----------------
+    def log(self, name: str, value: Any, step: int | None, context: str | None) -> bool:
+        """A value logged by user code or a framework: kept with the open step block, else the
+        open pass, else the run (False: not recorded, e.g. not a number or no run)."""
+        if self.sanity or not self.active():
+            return False
+        kept = logs.loggable(value)
+        if kept is None or self.ensure_run() is None:
+            return False
+        row = (
+            str(name),
+            kept,
+            -1 if step is None else int(step),
+            context or logs.USER_CONTEXT.get(),
+            time.time_ns(),
+        )
+        block = self.recorder.block
+        p = self.current_pass() or self.model_pass
+        if block is not None and block.rows:
+            block.logs.append(row)
+        elif p is not None and not p.ended:
+            p.logs.append(row)
         else:
-            # validation if training follows, else decided at the end (ended then, same times)
-            self._undecided.append(p)
+            self.run_logs.append(row)
+        return True
+
+    def begin_evaluation(self, context: str | None = None, dataset: Any = None) -> None:
+        """A framework evaluates (``context``: ``validation``/``test`` when it knows; None:
+        decided like any other evaluation). Passes it opens inherit both."""
+        self.framework_context = context
+        self.framework_dataset = dataset
+
+    def end_evaluation(self) -> None:
+        """The framework's evaluation is over: an evaluation pass from the model's state ends."""
+        self.framework_context = None
+        self.framework_dataset = None
+        p = self.model_pass
+        if p is not None and not p.training and not p.ended:
+            self.end_pass(p, perf())
+
+    def sanity_check(self, on: bool) -> None:
+        """A framework's sanity check (Lightning's validation before training): not recorded."""
+        self.sanity = bool(on)
 
     # -- steps -----------------------------------------------------------------------------
     def begin_step(self, now: int, p: Pass | None, from_loader: bool) -> None:
@@ -438,8 +665,9 @@ class Tracker:
         if had and rec.loss is loss:
             rec.loss = None  # the step's only loss came after its optimizer steps
         rec.tail_had_backward = False
+        p = self.step_pass
         self.end_step(start)
-        self.begin_step(start, None, False)
+        self.begin_step(start, p if p is not None and not p.ended else None, False)
         rec.backward_ns = backward
         rec.had_backward = had
         rec.loss = loss
@@ -449,11 +677,13 @@ class Tracker:
         return p if p is not None and not p.ended else None
 
     def ensure_step(self, now: int) -> None:
-        """A backward or optimizer step outside a loader step opens a step."""
+        """A backward or optimizer step outside a loader step opens a step (in the model's
+        training pass when no DataLoader pass is open)."""
         if not self.recorder.open:
             if self.ensure_run() is None:
                 return
-            self.begin_step(self.last_boundary or now, None, False)
+            p = self.training_pass(now)
+            self.begin_step(self.last_boundary or now, p, False)
 
     def flush_block(self) -> None:
         block = self.recorder.take_block()
@@ -508,6 +738,9 @@ class Tracker:
         parent = p.span if p is not None else self.run_span
         if parent is None:
             return
+        if block.logs:
+            attributes.update(logs.table(self.torch, block.logs, context))
+            block.logs = []
         start = block.start_ns[0]
         end = block.start_ns[-1] + block.duration_ns[-1]
         span = self.tracer.start_span(
