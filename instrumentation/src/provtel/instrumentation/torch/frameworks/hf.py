@@ -1,0 +1,268 @@
+"""Hugging Face ``transformers`` (``Trainer``, ``PreTrainedModel``) as torch state-machine events.
+
+Hook points, all public: a ``TrainerCallback`` added to every ``Trainer`` with
+``Trainer.add_callback`` (``on_train_begin``, ``on_log``, ``on_evaluate``, ``on_predict``),
+``Trainer.evaluate`` / ``Trainer.predict`` around each evaluation (its dataset decides
+validation or test), ``TrainingArguments.to_dict()`` and ``model.config.to_dict()`` for the
+configuration, ``PreTrainedModel.save_pretrained`` / ``from_pretrained`` for model folders.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import numbers
+import os
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import wrapt
+from opentelemetry.instrumentation.utils import unwrap
+
+from provtel.instrumentation.torch._guard import Guard
+from provtel.instrumentation.torch.frameworks.config import flatten
+from provtel.instrumentation.torch.frameworks.events import Events, artifact_around
+
+logger = logging.getLogger(__name__)
+
+_CALLBACK_HOOKS = ("on_train_begin", "on_log", "on_evaluate", "on_predict")
+TRAINING, VALIDATION, TEST = "training", "validation", "test"
+
+Undo = Callable[[], None]
+
+
+def _off(what: str, missing: list[str]) -> list[Undo]:
+    transformers = importlib.import_module("transformers")
+    logger.warning(
+        "provtel: transformers %s has no %s; the Hugging Face %s integration is off",
+        getattr(transformers, "__version__", "?"),
+        ", ".join(missing),
+        what,
+    )
+    return []
+
+
+def instrument_trainer(module: Any, events: Callable[[], Events | None]) -> list[Undo]:
+    """Patch ``transformers.trainer``; returns how to undo it (empty: integration off)."""
+    trainer_class = getattr(module, "Trainer", None)
+    callbacks = importlib.import_module("transformers.trainer_callback")
+    callback_class = getattr(callbacks, "TrainerCallback", None)
+    missing = [] if trainer_class is not None else ["Trainer"]
+    if callback_class is None:
+        missing.append("TrainerCallback")
+    if not missing:
+        missing += [
+            f"Trainer.{m}"
+            for m in ("add_callback", "evaluate", "predict")
+            if not hasattr(trainer_class, m)
+        ]
+        missing += [
+            f"TrainerCallback.{h}" for h in _CALLBACK_HOOKS if not hasattr(callback_class, h)
+        ]
+    if missing or trainer_class is None or callback_class is None:
+        return _off("Trainer", missing)
+    state = _TrainerState(events)
+    callback = _callback_type(callback_class, state)
+    undo: list[Undo] = []
+
+    def wrap(owner: Any, name: str, wrapper: Any) -> None:
+        wrapt.wrap_function_wrapper(owner, name, wrapper)
+        undo.append(lambda: unwrap(owner, name))
+
+    wrap(trainer_class, "__init__", _trainer_init(callback))
+    wrap(trainer_class, "evaluate", state.evaluation_wrapper("eval_dataset", "eval"))
+    wrap(trainer_class, "predict", state.evaluation_wrapper("test_dataset", "test"))
+    logger.debug("provtel: Hugging Face Trainer integration on")
+    return undo
+
+
+def instrument_models(module: Any, events: Callable[[], Events | None]) -> list[Undo]:
+    """Patch ``transformers.modeling_utils``: ``save_pretrained`` / ``from_pretrained``."""
+    model_class = getattr(module, "PreTrainedModel", None)
+    missing = [
+        f"PreTrainedModel.{m}"
+        for m in ("save_pretrained", "from_pretrained")
+        if not hasattr(model_class, m)
+    ]
+    if missing:
+        return _off("model save/load", missing)
+    wrapt.wrap_function_wrapper(model_class, "save_pretrained", _folder_wrapper(events, "save"))
+    wrapt.wrap_function_wrapper(model_class, "from_pretrained", _folder_wrapper(events, "load"))
+    return [
+        lambda: unwrap(model_class, "save_pretrained"),
+        lambda: unwrap(model_class, "from_pretrained"),
+    ]
+
+
+class _TrainerState:
+    """Which evaluation is running and which trainers' configuration is recorded."""
+
+    def __init__(self, events: Callable[[], Events | None]) -> None:
+        self.events = events
+        self.evaluating = 0  # depth of Trainer.evaluate / predict calls with a bracket
+        self.configured: set[int] = set()
+
+    def configuration(self, trainer: Any, model: Any = None) -> None:
+        """``TrainingArguments`` and the model's config, once per trainer."""
+        events = self.events()
+        if events is None or id(trainer) in self.configured:
+            return
+        self.configured.add(id(trainer))
+        args = getattr(trainer, "args", None)
+        if args is not None and hasattr(args, "to_dict"):
+            events.params(flatten(args.to_dict()), "transformers.TrainingArguments")
+        model = model if model is not None else getattr(trainer, "model", None)
+        config = getattr(model, "config", None)
+        if config is not None and hasattr(config, "to_dict"):
+            events.params(
+                flatten(config.to_dict(), "model.config."), "transformers.PretrainedConfig"
+            )
+
+    def evaluation_wrapper(self, dataset_argument: str, default_prefix: str) -> Any:
+        guard = Guard(f"Trainer.{'evaluate' if default_prefix == 'eval' else 'predict'}")
+
+        def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            events = self.events() if guard.ok else None
+            bracket = False
+            if events is not None:
+                try:
+                    self.configuration(instance)
+                    given = args[0] if args else kwargs.get(dataset_argument)
+                    prefix = kwargs.get("metric_key_prefix") or (
+                        args[2] if len(args) > 2 else default_prefix
+                    )
+                    dataset, context = _evaluated(instance, given, str(prefix))
+                    if not isinstance(dataset, Mapping):  # several datasets: one call each
+                        events.begin_evaluation(context, dataset)
+                        bracket = True
+                        self.evaluating += 1
+                except Exception:
+                    guard.fail()
+            if not bracket:
+                return wrapped(*args, **kwargs)
+            try:
+                return wrapped(*args, **kwargs)
+            finally:
+                self.evaluating -= 1
+                try:
+                    events.end_evaluation()  # type: ignore[union-attr]
+                except Exception:
+                    guard.fail()
+
+        return wrapper
+
+
+def _evaluated(trainer: Any, given: Any, prefix: str) -> tuple[Any, str | None]:
+    """The dataset an evaluate/predict call runs on, and its context (None: let the state
+    machine decide from what was evaluated before)."""
+    own = getattr(trainer, "eval_dataset", None)
+    dataset = given if given is not None else own
+    if isinstance(dataset, str) and isinstance(own, Mapping):
+        dataset = own.get(dataset)
+    if prefix.startswith("test"):
+        return dataset, TEST
+    if dataset is own or (isinstance(own, Mapping) and any(dataset is v for v in own.values())):
+        return dataset, VALIDATION  # the trainer's eval_dataset: what it validates on
+    return dataset, None
+
+
+def _numbers(values: Mapping[str, Any] | None) -> list[tuple[str, float]]:
+    out = []
+    for key, value in (values or {}).items():
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            out.append((str(key), float(value)))
+    return out
+
+
+def _callback_type(base: type, state: _TrainerState) -> type:
+    """A ``TrainerCallback`` subclass that reports to ``state``'s events."""
+    guard = Guard("Hugging Face TrainerCallback")
+
+    def hook(method: Callable[..., None]) -> Callable[..., None]:
+        def run(self: Any, args: Any, trainer_state: Any, control: Any, **kwargs: Any) -> None:
+            if not guard.ok:
+                return
+            try:
+                events = state.events()
+                if events is not None:
+                    method(self, events, trainer_state, **kwargs)
+            except Exception:
+                guard.fail()
+
+        run.__name__ = method.__name__
+        return run
+
+    @hook
+    def on_train_begin(self: Any, events: Events, trainer_state: Any, **kwargs: Any) -> None:
+        trainer = self.trainer()
+        if trainer is not None:
+            state.configuration(trainer, kwargs.get("model"))
+
+    @hook
+    def on_log(self: Any, events: Events, trainer_state: Any, **kwargs: Any) -> None:
+        if state.evaluating:
+            return  # recorded from on_evaluate / on_predict, with their evaluation
+        for name, value in _numbers(kwargs.get("logs")):
+            events.log(name, value, context=TRAINING)
+
+    @hook
+    def on_evaluate(self: Any, events: Events, trainer_state: Any, **kwargs: Any) -> None:
+        for name, value in _numbers(kwargs.get("metrics")):
+            events.log(name, value)
+
+    @hook
+    def on_predict(self: Any, events: Events, trainer_state: Any, **kwargs: Any) -> None:
+        for name, value in _numbers(kwargs.get("metrics")):
+            events.log(name, value)
+
+    def _init(self: Any, trainer: Any) -> None:
+        self.trainer = weakref.ref(trainer)
+
+    namespace: dict[str, Any] = {
+        "__doc__": "provtel: records what this Trainer logs (added with no user code).",
+        "__module__": __name__,
+        "__init__": _init,
+        "on_train_begin": on_train_begin,
+        "on_log": on_log,
+        "on_evaluate": on_evaluate,
+        "on_predict": on_predict,
+    }
+    return type("ProvtelTrainerCallback", (base,), namespace)
+
+
+def _trainer_init(callback: type) -> Any:
+    guard = Guard("Hugging Face Trainer")
+
+    def init(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        result = wrapped(*args, **kwargs)
+        if guard.ok:
+            try:
+                instance.add_callback(callback(instance))
+            except Exception:
+                guard.fail()
+        return result
+
+    return init
+
+
+def _folder_wrapper(events: Callable[[], Events | None], operation: str) -> Any:
+    guard = Guard(f"Hugging Face {'save_pretrained' if operation == 'save' else 'from_pretrained'}")
+
+    def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        path = None
+        if guard.ok:
+            try:
+                name = "save_directory" if operation == "save" else "pretrained_model_name_or_path"
+                given = args[0] if args else kwargs.get(name)
+                if isinstance(given, (str, os.PathLike)):
+                    candidate = os.path.abspath(os.fspath(given))
+                    # a hub name (``bert-base-uncased``) is no local folder: nothing to describe
+                    if operation == "save" or os.path.isdir(candidate):
+                        path = candidate
+            except Exception:
+                guard.fail()
+        with artifact_around(events(), guard, path, "model", operation):
+            return wrapped(*args, **kwargs)
+
+    return wrapper
