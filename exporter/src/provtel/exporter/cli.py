@@ -26,7 +26,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     status = 0
     for path in paths:
         try:
-            problems = validate_file(path, round_trips=not args.quick)
+            problems = validate_file(path, round_trips=not args.quick, yprov=args.yprov)
         except FileNotFoundError as exc:
             print(f"provtel validate: {exc}", file=sys.stderr)
             status = 2  # an error, not an invalid document: stays 2
@@ -83,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="schema, parse and lint only; skip the format round trips",
     )
+    validate.add_argument(
+        "--yprov",
+        action="store_true",
+        help="also the yProv Explorer rules: top-level records, drawn relations, plain labels",
+    )
     validate.set_defaults(func=_cmd_validate)
     recover = sub.add_parser("recover", help="write the document of a killed run from its journal")
     recover.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders")
@@ -95,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
 
     add_serve_parser(sub)
     add_convert_parser(sub)
+    from provtel.exporter.upload import add_upload_parser
+
+    add_upload_parser(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

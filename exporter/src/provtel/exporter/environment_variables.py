@@ -39,3 +39,49 @@ whose values are recorded as ``[redacted]``, beside the built-in ``*key*``, ``*t
 hyperparameters and configurations (see :mod:`provtel.semconv.redaction`, which reads it).
 Default: unset.
 """
+
+OTEL_PYTHON_PROVTEL_UPLOAD_URL = "OTEL_PYTHON_PROVTEL_UPLOAD_URL"
+"""
+.. envvar:: OTEL_PYTHON_PROVTEL_UPLOAD_URL
+
+Base URL of a yProvStore (e.g. ``https://yprov.example.org``): when set, each run's document is
+uploaded there when it is written (``provtel upload`` does it by hand). A failed upload leaves
+the run on disk and is recorded in ``upload.json`` of the run folder. Default: unset.
+"""
+
+OTEL_PYTHON_PROVTEL_UPLOAD_TOKEN = "OTEL_PYTHON_PROVTEL_UPLOAD_TOKEN"
+"""
+.. envvar:: OTEL_PYTHON_PROVTEL_UPLOAD_TOKEN
+
+Bearer token for the yProvStore upload; without it provtel logs in with
+``OTEL_PYTHON_PROVTEL_UPLOAD_EMAIL`` and ``OTEL_PYTHON_PROVTEL_UPLOAD_PASSWORD``.
+"""
+
+OTEL_PYTHON_PROVTEL_UPLOAD_EMAIL = "OTEL_PYTHON_PROVTEL_UPLOAD_EMAIL"
+"""
+.. envvar:: OTEL_PYTHON_PROVTEL_UPLOAD_EMAIL
+
+Account email to log in to yProvStore with (``POST /login``).
+"""
+
+OTEL_PYTHON_PROVTEL_UPLOAD_PASSWORD = "OTEL_PYTHON_PROVTEL_UPLOAD_PASSWORD"
+"""
+.. envvar:: OTEL_PYTHON_PROVTEL_UPLOAD_PASSWORD
+
+Password of ``OTEL_PYTHON_PROVTEL_UPLOAD_EMAIL``; never written to disk or logged.
+"""
+
+OTEL_PYTHON_PROVTEL_UPLOAD_PARENT_PID = "OTEL_PYTHON_PROVTEL_UPLOAD_PARENT_PID"
+"""
+.. envvar:: OTEL_PYTHON_PROVTEL_UPLOAD_PARENT_PID
+
+PID of the stored document this run derives from (sent as ``parent_document_pid``). Default:
+found from lineage, the uploaded run that generated a checkpoint this run loaded, if any.
+"""
+
+OTEL_PYTHON_PROVTEL_UPLOAD_TIMEOUT = "OTEL_PYTHON_PROVTEL_UPLOAD_TIMEOUT"
+"""
+.. envvar:: OTEL_PYTHON_PROVTEL_UPLOAD_TIMEOUT
+
+Seconds each upload request may take before it is retried. Default: ``30``.
+"""

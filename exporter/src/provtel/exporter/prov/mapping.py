@@ -208,6 +208,7 @@ class DocumentBuilder:
         self._ranks: dict[str, Any] = {}  # resource id -> rank of a distributed job
         self._agent_records: dict[str, dict[str, Any]] = {}
         self._persons: set[str] = set()
+        self._person_of: dict[str, str] = {}  # resource id -> the person agent
         self._declared: set[str] = set()
         self._span_identity: dict[str, tuple[Any, int, Any]] = {}  # activity -> trace, start, name
         self._parents: dict[str, int] = {}  # referenced parent activity -> first child start
@@ -251,6 +252,7 @@ class DocumentBuilder:
                     {"prov:type": _qname("prov:Person"), "prov:label": literal(str(owner))},
                 )
             self.w.relation("actedOnBehalfOf", {"prov:delegate": agent, "prov:responsible": person})
+            self._person_of[rid] = person
 
     # spans -> activities
     def add_span(self, rec: dict[str, Any], rid: str | None) -> None:
@@ -512,6 +514,16 @@ class DocumentBuilder:
                     if trace in plan_of:
                         relation["prov:plan"] = plan_of[trace]
                     self.w.relation("wasAssociatedWith", relation)
+                if rid in self._person_of:
+                    # The user too, as yProv4ML does: yProv Explorer does not draw
+                    # actedOnBehalfOf and would show the person unconnected.
+                    # Named: the PROV-O serialiser of prov merges two blank associations of
+                    # one activity.
+                    self.w.element(
+                        "wasAssociatedWith",
+                        "run:user_of_" + activity.partition(":")[2],
+                        {"prov:activity": activity, "prov:agent": self._person_of[rid]},
+                    )
         for entity, (name, value) in self._hparam_values.items():
             self.w.element(
                 "entity",
@@ -537,6 +549,10 @@ class DocumentBuilder:
                     **_otel_attrs(attrs),
                 },
             )
+            # The run used the model it trained (specializationOf, which links it to the
+            # checkpoints, is not drawn by yProv Explorer).
+            for activity, _rid, _end in self._roots.get(trace, [])[:1]:
+                self.w.relation("used", {"prov:activity": activity, "prov:entity": model})
         for checkpoint, trace in dict.fromkeys(self._specializations):
             if trace in self._models:
                 self.w.relation(

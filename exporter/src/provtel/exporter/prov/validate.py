@@ -157,14 +157,16 @@ class ValidationReport:
 # -- public API ---------------------------------------------------------------------------------
 
 
-def validate_file(path: str | os.PathLike[str], round_trips: bool = True) -> list[str]:
+def validate_file(
+    path: str | os.PathLike[str], round_trips: bool = True, yprov: bool = False
+) -> list[str]:
     """Run the pipeline on a PROV-JSON file; return its problems (empty when valid).
 
     Never raises for a bad document (a parse error is a problem); raises
     :class:`FileNotFoundError` for a missing file. Notes (steps skipped for a big file) are
-    logged as warnings.
+    logged as warnings. ``yprov`` adds the yProv Explorer rules (:func:`yprov_problems`).
     """
-    report = check_file(path, round_trips=round_trips)
+    report = check_file(path, round_trips=round_trips, yprov=yprov)
     for note in report.notes:
         logger.warning("%s: %s", report.path, note)
     return report.problems
@@ -182,9 +184,11 @@ def validate_document(doc: dict[str, Any], round_trips: bool = True) -> list[str
         return validate_file(path, round_trips=round_trips)
 
 
-def assert_valid(path: str | os.PathLike[str], round_trips: bool = True) -> dict[str, Any]:
+def assert_valid(
+    path: str | os.PathLike[str], round_trips: bool = True, yprov: bool = False
+) -> dict[str, Any]:
     """Validate ``path``; raise :class:`AssertionError` listing the problems; return the JSON."""
-    report = check_file(path, round_trips=round_trips)
+    report = check_file(path, round_trips=round_trips, yprov=yprov)
     if report.problems:
         listing = "\n".join(f"  - {p}" for p in report.problems)
         raise AssertionError(f"{report.path}: {len(report.problems)} PROV problem(s):\n{listing}")
@@ -197,12 +201,13 @@ def check_file(
     round_trips: bool = True,
     big_file_bytes: int = BIG_FILE_BYTES,
     round_trip_max_bytes: int = ROUND_TRIP_MAX_BYTES,
+    yprov: bool = False,
 ) -> ValidationReport:
     """Run the pipeline on ``path`` and return the full report (problems, notes, timings).
 
     Files over ``big_file_bytes`` get JSON, schema and lint only; files over
     ``round_trip_max_bytes`` also the ``prov`` parse but no round trips. ``notes`` says what was
-    skipped.
+    skipped. ``yprov`` adds the yProv Explorer rules (:func:`yprov_problems`).
     """
     path = Path(path)
     if not path.is_file():
@@ -220,6 +225,9 @@ def check_file(
         report.problems.extend(_guard("PROV-JSON schema check", schema_problems, doc))
     with _timed(report, "lint"):
         report.problems.extend(_guard("lint", lint, doc))
+    if yprov:
+        with _timed(report, "yprov lint"):
+            report.problems.extend(_guard("yProv lint", yprov_problems, doc))
 
     if size > big_file_bytes:
         report.notes.append(
@@ -924,3 +932,104 @@ def _capped(items: list[Any], problems: list[str]) -> list[Any]:
         problems.append(f"... and {len(items) - _MAX_PER_CHECK} more like the following")
         return items[:_MAX_PER_CHECK]
     return items
+
+
+# -- the yProv lint (``provtel validate --yprov``) ----------------------------------------------
+
+#: Relations yProv Explorer draws, with the attributes it takes as the two ends (``prov:plan`` of
+#: an association and the activity of a derivation are drawn as extra edges).
+YPROV_DRAWN: dict[str, tuple[tuple[str, str], ...]] = {
+    "used": (("prov:activity", "prov:entity"),),
+    "wasGeneratedBy": (("prov:entity", "prov:activity"),),
+    "wasDerivedFrom": (
+        ("prov:generatedEntity", "prov:usedEntity"),
+        ("prov:generatedEntity", "prov:activity"),
+        ("prov:activity", "prov:usedEntity"),
+    ),
+    "wasInformedBy": (("prov:informant", "prov:informed"),),
+    "hadMember": (("prov:collection", "prov:entity"),),
+    "wasStartedBy": (("prov:activity", "prov:trigger"),),
+    "wasAssociatedWith": (("prov:activity", "prov:agent"), ("prov:activity", "prov:plan")),
+    "wasAttributedTo": (("prov:entity", "prov:agent"),),
+}
+
+
+def yprov_problems(doc: dict[str, Any]) -> list[str]:
+    """What yProv Explorer would not show of ``doc`` (the rules of ``provtel validate --yprov``).
+
+    yProv Explorer reads only the top-level ``entity``, ``activity`` and ``agent`` records and
+    the relations in :data:`YPROV_DRAWN`, draws an edge only between declared top-level
+    elements, and calls ``.trim()`` on ``prov:label``. So: no records inside bundles, no JSON
+    arrays of records, ``prov:label`` a plain string, every end of a drawn relation a declared
+    top-level element, and every element reachable through a drawn relation (an element
+    linked only by relations it ignores, such as ``actedOnBehalfOf`` or ``specializationOf``,
+    shows as an isolated node).
+    """
+    p: list[str] = []
+    bundles = doc.get("bundle")
+    if isinstance(bundles, dict):
+        for bid, bundle in bundles.items():
+            if not isinstance(bundle, dict):
+                continue
+            count = sum(len(_table(bundle, k)) for k in bundle if k != "prefix")
+            if count:
+                p.append(
+                    f"bundle {bid}: its {count} record(s) are not shown by yProv Explorer "
+                    "(it reads only top-level records)"
+                )
+    nodes: set[str] = set()
+    unreadable: set[str] = set()  # reported already: not also "isolated"
+    for kind in ELEMENT_KINDS:
+        for eid, record in _table(doc, kind).items():
+            nodes.add(eid)
+            if isinstance(record, list):
+                unreadable.add(eid)
+                p.append(
+                    f"{kind} {eid}: a JSON array of records; yProv Explorer reads only one of them"
+                )
+                continue
+            label = record.get("prov:label") if isinstance(record, dict) else None
+            if label is not None and not isinstance(label, str):
+                p.append(
+                    f"{kind} {eid}: prov:label {label!r} is not a plain string (yProv Explorer "
+                    "calls .trim() on it and fails)"
+                )
+    linked: set[str] = set()
+    hidden: dict[str, set[str]] = {}  # element -> relation kinds Explorer ignores that link it
+    for kind in REFERENCES:
+        for rid, record in _table(doc, kind).items():
+            if isinstance(record, list):
+                p.append(f"{kind} {rid}: a JSON array of relations; yProv Explorer drops them")
+                continue
+            if not isinstance(record, dict):
+                continue
+            pairs = YPROV_DRAWN.get(kind)
+            if pairs is None:
+                for key in REFERENCES[kind]:
+                    ref = record.get(key)
+                    if isinstance(ref, str):
+                        hidden.setdefault(ref, set()).add(kind)
+                continue
+            for source_key, target_key in pairs:
+                source, target = record.get(source_key), record.get(target_key)
+                if source is None or target is None:
+                    continue
+                missing = [r for r in (source, target) if not isinstance(r, str) or r not in nodes]
+                if missing:
+                    if (source_key, target_key) == pairs[0]:
+                        p.append(
+                            f"{kind} {rid}: {', '.join(map(str, missing))} is not a top-level "
+                            "element; yProv Explorer drops the edge"
+                        )
+                    continue
+                linked.update((source, target))
+    if len(nodes) > 1:
+        for eid in sorted(nodes - linked - unreadable):
+            via = hidden.get(eid)
+            how = (
+                f"only through {', '.join(sorted(via))}, which yProv Explorer does not draw"
+                if via
+                else "by no relation"
+            )
+            p.append(f"{eid} is linked {how}: it shows as an isolated node")
+    return p
