@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
 
     add_serve_parser(sub)
     add_convert_parser(sub)
+    from provtel.exporter.report.cli import add_report_parsers
+
+    add_report_parsers(sub)
     from provtel.exporter.upload import add_upload_parser
 
     add_upload_parser(sub)

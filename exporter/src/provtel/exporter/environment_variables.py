@@ -85,3 +85,12 @@ OTEL_PYTHON_PROVTEL_UPLOAD_TIMEOUT = "OTEL_PYTHON_PROVTEL_UPLOAD_TIMEOUT"
 
 Seconds each upload request may take before it is retried. Default: ``30``.
 """
+
+OTEL_PYTHON_PROVTEL_SUMMARY = "OTEL_PYTHON_PROVTEL_SUMMARY"
+"""
+.. envvar:: OTEL_PYTHON_PROVTEL_SUMMARY
+
+Print a short summary of the run on stderr when its document is written (folder, passes,
+steps, where the time went, final loss and evaluation results, energy and carbon). ``false``
+turns it off. Default: ``true``.
+"""

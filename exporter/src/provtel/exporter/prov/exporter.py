@@ -43,6 +43,7 @@ from provtel.exporter.prov.formats import parse_formats, write_formats
 from provtel.exporter.prov.records import metric_points, span_record
 from provtel.exporter.prov.store import RunStore, create_run_dir, merge_when_complete
 from provtel.exporter.prov.values import local_name
+from provtel.exporter.report.summary import print_summary
 from provtel.exporter.upload import upload_after_run
 
 logger = logging.getLogger(__name__)
@@ -160,8 +161,10 @@ class RunSession:
                         write_formats(merged, self.formats)
                         logger.info("provtel: job provenance merged into %s", merged)
                         upload_after_run(merged)  # a rank's own document is only a part
+                        print_summary(merged)  # OTEL_PYTHON_PROVTEL_SUMMARY=false: off
                 elif not self.job.multi_rank:
                     upload_after_run(self.document)  # when OTEL_PYTHON_PROVTEL_UPLOAD_URL is set
+                    print_summary(self.document)  # OTEL_PYTHON_PROVTEL_SUMMARY=false: off
             except Exception as exc:
                 self._fail(f"cannot write the PROV document in {self._store.dir}", exc)
 

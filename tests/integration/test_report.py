@@ -1,0 +1,249 @@
+"""Reading a run as a person would: the end-of-run summary, `provtel report`, `provtel diff`.
+
+Real training runs under ``opentelemetry-instrument`` (``scripts/report_bound.py``), each with a
+chosen bottleneck: a dataset that sleeps in ``__getitem__``, a compute-heavy MLP, a large
+checkpoint every three steps. The report, made from the documents alone, must name that
+bottleneck, and its phases must add up to the wall time. Two runs that differ in one
+hyperparameter, or in their data, must be told apart by ``provtel diff`` naming exactly that.
+A two-rank job (launcher variables set by hand, as torchrun would) gives a per-rank report with
+the slowest rank.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provtel.exporter.prov.validate import assert_valid
+from tests.support import INSTRUMENT, clean_env, provtel_cli, run_documents
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = Path(__file__).parent / "scripts" / "report_bound.py"
+
+
+@dataclass
+class Run:
+    """One finished instrumented run: its folder, its document, what the script measured."""
+
+    folder: Path
+    stderr: str
+    measured: dict[str, Any]
+
+
+#: name -> (script arguments, data folder, extra environment)
+RUNS: dict[str, tuple[tuple[str, ...], str, dict[str, str]]] = {
+    "input": (("--mode", "input"), "data_a", {}),
+    "compute": (("--mode", "compute"), "data_a", {}),
+    "checkpoint": (("--mode", "checkpoint"), "data_a", {}),
+    "wider": (("--mode", "input", "--hidden", "32"), "data_a", {}),
+    "other_data": (("--mode", "input"), "data_b", {"OTEL_PYTHON_PROVTEL_SUMMARY": "false"}),
+}
+
+
+def _start(
+    cwd: Path, args: tuple[str, ...], data: str, env: dict[str, str]
+) -> subprocess.Popen[str]:
+    cwd.mkdir(parents=True)
+    # the runs share their data folders, as runs on one machine do
+    data_dir = cwd.parent / data
+    return subprocess.Popen(
+        [str(INSTRUMENT), sys.executable, str(SCRIPT), *args, "--data", str(data_dir)],
+        cwd=cwd,
+        env=clean_env(OMP_NUM_THREADS="1", RESULT=str(cwd / "result.json"), **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
+    """All the runs of this module, three at a time (each takes a few seconds)."""
+    root = tmp_path_factory.mktemp("report")
+    out: dict[str, Run] = {}
+    names = list(RUNS)
+    for i in range(0, len(names), 3):
+        procs = {n: _start(root / n, *RUNS[n]) for n in names[i : i + 3]}
+        for name, proc in procs.items():
+            _, stderr = proc.communicate(timeout=240)
+            assert proc.returncode == 0, stderr[-3000:]
+            (document,) = run_documents(root / name / "prov")
+            assert_valid(document)
+            measured = json.loads((root / name / "result.json").read_text())
+            out[name] = Run(document.parent, stderr, measured)
+    return out
+
+
+def report_json(target: Path) -> dict[str, Any]:
+    result = provtel_cli("report", target, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize(
+    ("name", "verdict", "phase"),
+    [
+        ("input", "input-bound", "data_wait"),
+        ("compute", "compute-bound", "backward"),
+        ("checkpoint", "checkpoint-bound", "checkpoint"),
+    ],
+)
+def test_the_report_names_the_bottleneck(
+    runs: dict[str, Run], name: str, verdict: str, phase: str
+) -> None:
+    report = report_json(runs[name].folder)
+    (rank,) = report["ranks"]
+    assert rank["verdict"]["label"] == verdict
+    assert rank["steps"] == runs[name].measured["steps"]
+    # the numbers behind the verdict: the named phase dominates the training loop
+    loop = {k: v for k, v in rank["phases_s"].items() if k != "other"}
+    if name == "compute":
+        compute = loop["forward_loss"] + loop["backward"] + loop["optimizer"]
+        assert compute > 0.7 * sum(loop.values())
+    else:
+        assert loop[phase] > 0.7 * sum(loop.values())
+    text = provtel_cli("report", runs[name].folder)
+    assert text.returncode == 0, text.stderr
+    assert f"verdict: {verdict}: data wait" in text.stdout
+
+
+@pytest.mark.parametrize("name", ["input", "compute", "checkpoint"])
+def test_phase_times_add_up_to_the_wall_time(runs: dict[str, Run], name: str) -> None:
+    (rank,) = report_json(runs[name].folder)["ranks"]
+    phases = rank["phases_s"]
+    assert set(phases) == {
+        "data_wait",
+        "forward_loss",
+        "backward",
+        "optimizer",
+        "checkpoint",
+        "evaluation",
+        "other",
+    }
+    assert all(v >= 0 for v in phases.values()), phases  # nothing counted twice
+    assert sum(phases.values()) == pytest.approx(rank["wall_s"], rel=0.05)
+    # the phases of the training loop cover the loop the script timed itself
+    loop = sum(v for k, v in phases.items() if k != "other")
+    assert loop == pytest.approx(runs[name].measured["loop_s"], rel=0.05)
+
+
+def test_the_end_of_run_summary_is_printed_on_stderr(runs: dict[str, Run]) -> None:
+    stderr = runs["input"].stderr
+    assert f"provtel: {runs['input'].folder}" in stderr
+    assert "verdict: input-bound" in stderr
+    assert "24 training steps" in stderr
+    assert "validation: loss " in stderr  # the evaluation result of the last pass
+    assert "energy: unavailable: " in stderr  # no NVML, no RAPL here: said, never zero
+    assert "carbon: unavailable: " in stderr
+    assert "provtel:" not in runs["other_data"].stderr  # OTEL_PYTHON_PROVTEL_SUMMARY=false
+
+
+def test_the_text_report_shows_what_the_run_did(runs: dict[str, Run]) -> None:
+    result = provtel_cli("report", runs["checkpoint"].folder)
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    for expected in (
+        "checkpointing",
+        "forward+loss",
+        "throughput:",
+        "training loss: first",
+        "validation  epoch 0",
+        "hidden",  # a hyperparameter
+        "dataset data_a",  # lineage: the dataset, named after its root folder
+        "checkpoint ckpt_1.pt",
+        "sha256:",
+        "carbon: unavailable",
+    ):
+        assert expected in text, expected
+    report = report_json(runs["checkpoint"].folder)
+    assert len(report["lineage"]["checkpoints"]) == 8  # every third of 24 steps
+    evaluations = report["ranks"][0]["evaluations"]
+    assert [e["context"] for e in evaluations] == ["validation", "validation"]
+    assert all(isinstance(e["results"]["loss"], float) for e in evaluations)
+
+
+def test_diff_of_one_hyperparameter_names_exactly_that_one(runs: dict[str, Run]) -> None:
+    result = provtel_cli("diff", runs["input"].folder, runs["wider"].folder, "--json")
+    assert result.returncode == 0, result.stderr
+    d = json.loads(result.stdout)
+    assert [(c["name"], c["a"], c["b"]) for c in d["hyperparameters"]] == [("hidden", 16, 32)]
+    assert d["data"] == [] and d["code"] == [] and d["packages"] == []
+    outcome = {o["name"]: o for o in d["outcomes"]}
+    loss = outcome["final training loss"]
+    assert loss["change"] == pytest.approx(loss["b"] - loss["a"]) and loss["change"] != 0
+    assert (
+        "same code, same data, hyperparameter hidden differs → final training loss differs by"
+        in (d["headline"])
+    )
+    text = provtel_cli("diff", runs["input"].folder, runs["wider"].folder).stdout
+    assert "  hidden: 16 → 32" in text
+
+
+def test_diff_of_other_data_names_the_dataset(runs: dict[str, Run]) -> None:
+    result = provtel_cli("diff", runs["input"].folder, runs["other_data"].folder, "--json")
+    assert result.returncode == 0, result.stderr
+    d = json.loads(result.stdout)
+    (training,) = [c for c in d["data"] if c["context"] == "training"]
+    assert (training["a"], training["b"]) == (["data_a"], ["data_b"])
+    assert "name" in training["fields"] and "path" in training["fields"]
+    assert "training dataset data_a → data_b" in d["headline"]
+    text = provtel_cli("diff", runs["input"].folder, runs["other_data"].folder).stdout
+    assert "training dataset data_a → data_b" in text
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A two-rank job as torchrun starts it (its variables set by hand); rank 1 reads its
+    data twice as slowly."""
+    root = tmp_path_factory.mktemp("job")
+    procs = []
+    for rank, delay in ((0, "0.002"), (1, "0.004")):
+        env = {
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "GROUP_RANK": "0",
+            "TORCHELASTIC_RUN_ID": "report-job",
+        }
+        procs.append(
+            subprocess.Popen(
+                [str(INSTRUMENT), sys.executable, str(SCRIPT), "--mode", "input", "--delay", delay],
+                cwd=root,
+                env=clean_env(OMP_NUM_THREADS="1", **env),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    stderrs = []
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=240)
+        assert proc.returncode == 0, stderr[-3000:]
+        stderrs.append(stderr)
+    (job_dir,) = (root / "prov").iterdir()
+    assert_valid(job_dir / "prov.json")
+    # the rank that merged the job printed the job's summary, the other one nothing
+    assert sum(f"provtel: {job_dir}" in s for s in stderrs) == 1
+    yield job_dir
+
+
+def test_a_job_is_reported_per_rank_with_the_slowest(job: Path) -> None:
+    report = report_json(job)
+    assert [r["rank"] for r in report["ranks"]] == [0, 1]
+    assert report["job"]["world_size"] == 2
+    assert report["job"]["slowest_rank"] == 1
+    busy = report["job"]["busy_s"]
+    assert report["job"]["spread_s"] == pytest.approx(busy["1"] - busy["0"])
+    for r in report["ranks"]:
+        assert r["verdict"]["label"] == "input-bound"
+        assert sum(r["phases_s"].values()) == pytest.approx(r["wall_s"], rel=0.05)
+    text = provtel_cli("report", job).stdout
+    assert "rank 1: busy" in text and "← slowest" in text
