@@ -68,7 +68,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 from opentelemetry.instrumentation.utils import unwrap
 from packaging.version import InvalidVersion, Version
 
-from provtel.instrumentation.torch import checkpoint, hparams, loader
+from provtel.instrumentation.torch import checkpoint, frameworks, hparams, loader
 from provtel.instrumentation.torch._guard import Guard
 from provtel.instrumentation.torch.config import Config
 from provtel.instrumentation.torch.package import _instruments
@@ -141,10 +141,12 @@ class TorchInstrumentor(BaseInstrumentor):
             ("torch.distributed.optim", self._on_dist_optim),
         ):
             wrapt.register_post_import_hook(self._guarded(hook), module)
+        frameworks.install()  # Lightning, HF Trainer: when the script imports them
 
     def _uninstrument(self, **kwargs: Any) -> None:
         self._at_exit()
         self._active = False
+        frameworks.uninstall()
         atexit.unregister(self._at_exit)
         for owner, name in reversed(self._patches):
             unwrap(owner, name)

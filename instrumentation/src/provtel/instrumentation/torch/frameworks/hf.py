@@ -4,15 +4,16 @@ Hook points, all public: a ``TrainerCallback`` added to every ``Trainer`` with
 ``Trainer.add_callback`` (``on_train_begin``, ``on_log``, ``on_evaluate``, ``on_predict``),
 ``Trainer.evaluate`` / ``Trainer.predict`` around each evaluation (its dataset decides
 validation or test), ``TrainingArguments.to_dict()`` and ``model.config.to_dict()`` for the
-configuration, ``PreTrainedModel.save_pretrained`` / ``from_pretrained`` for model folders.
+configuration, ``PreTrainedModel.from_pretrained`` for the weights a local folder gave the
+model (``save_pretrained`` writes them through the safetensors / torch.save hooks).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import numbers
 import os
+import sys
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,20 +21,21 @@ from typing import Any
 import wrapt
 from opentelemetry.instrumentation.utils import unwrap
 
+from provtel.instrumentation.torch import events
 from provtel.instrumentation.torch._guard import Guard
-from provtel.instrumentation.torch.frameworks.config import flatten
-from provtel.instrumentation.torch.frameworks.events import Events, artifact_around
 
 logger = logging.getLogger(__name__)
 
 _CALLBACK_HOOKS = ("on_train_begin", "on_log", "on_evaluate", "on_predict")
 TRAINING, VALIDATION, TEST = "training", "validation", "test"
+#: training logs are recorded under HF's logger names (``rewrite_logs``: ``train/loss``)
+TRAIN_PREFIX = "train/"
 
 Undo = Callable[[], None]
 
 
 def _off(what: str, missing: list[str]) -> list[Undo]:
-    transformers = importlib.import_module("transformers")
+    transformers = sys.modules.get("transformers")
     logger.warning(
         "provtel: transformers %s has no %s; the Hugging Face %s integration is off",
         getattr(transformers, "__version__", "?"),
@@ -43,11 +45,10 @@ def _off(what: str, missing: list[str]) -> list[Undo]:
     return []
 
 
-def instrument_trainer(module: Any, events: Callable[[], Events | None]) -> list[Undo]:
+def instrument_trainer(module: Any) -> list[Undo]:
     """Patch ``transformers.trainer``; returns how to undo it (empty: integration off)."""
     trainer_class = getattr(module, "Trainer", None)
-    callbacks = importlib.import_module("transformers.trainer_callback")
-    callback_class = getattr(callbacks, "TrainerCallback", None)
+    callback_class = getattr(module, "TrainerCallback", None)  # trainer.py imports it
     missing = [] if trainer_class is not None else ["Trainer"]
     if callback_class is None:
         missing.append("TrainerCallback")
@@ -62,7 +63,7 @@ def instrument_trainer(module: Any, events: Callable[[], Events | None]) -> list
         ]
     if missing or trainer_class is None or callback_class is None:
         return _off("Trainer", missing)
-    state = _TrainerState(events)
+    state = _TrainerState()
     callback = _callback_type(callback_class, state)
     undo: list[Undo] = []
 
@@ -77,55 +78,41 @@ def instrument_trainer(module: Any, events: Callable[[], Events | None]) -> list
     return undo
 
 
-def instrument_models(module: Any, events: Callable[[], Events | None]) -> list[Undo]:
-    """Patch ``transformers.modeling_utils``: ``save_pretrained`` / ``from_pretrained``."""
+def instrument_models(module: Any) -> list[Undo]:
+    """Patch ``transformers.modeling_utils``: ``PreTrainedModel.from_pretrained``."""
     model_class = getattr(module, "PreTrainedModel", None)
-    missing = [
-        f"PreTrainedModel.{m}"
-        for m in ("save_pretrained", "from_pretrained")
-        if not hasattr(model_class, m)
-    ]
-    if missing:
-        return _off("model save/load", missing)
-    wrapt.wrap_function_wrapper(model_class, "save_pretrained", _folder_wrapper(events, "save"))
-    wrapt.wrap_function_wrapper(model_class, "from_pretrained", _folder_wrapper(events, "load"))
-    return [
-        lambda: unwrap(model_class, "save_pretrained"),
-        lambda: unwrap(model_class, "from_pretrained"),
-    ]
+    if not hasattr(model_class, "from_pretrained"):
+        return _off("from_pretrained", ["PreTrainedModel.from_pretrained"])
+    wrapt.wrap_function_wrapper(model_class, "from_pretrained", _from_pretrained())
+    return [lambda: unwrap(model_class, "from_pretrained")]
 
 
 class _TrainerState:
     """Which evaluation is running and which trainers' configuration is recorded."""
 
-    def __init__(self, events: Callable[[], Events | None]) -> None:
-        self.events = events
+    def __init__(self) -> None:
         self.evaluating = 0  # depth of Trainer.evaluate / predict calls with a bracket
         self.configured: set[int] = set()
 
     def configuration(self, trainer: Any, model: Any = None) -> None:
         """``TrainingArguments`` and the model's config, once per trainer."""
-        events = self.events()
-        if events is None or id(trainer) in self.configured:
+        if id(trainer) in self.configured or not events.active():
             return
         self.configured.add(id(trainer))
         args = getattr(trainer, "args", None)
         if args is not None and hasattr(args, "to_dict"):
-            events.params(flatten(args.to_dict()), "transformers.TrainingArguments")
+            events.params(args.to_dict(), "transformers.TrainingArguments")
         model = model if model is not None else getattr(trainer, "model", None)
         config = getattr(model, "config", None)
         if config is not None and hasattr(config, "to_dict"):
-            events.params(
-                flatten(config.to_dict(), "model.config."), "transformers.PretrainedConfig"
-            )
+            events.params(config.to_dict(), "transformers.PretrainedConfig", "model.config.")
 
     def evaluation_wrapper(self, dataset_argument: str, default_prefix: str) -> Any:
         guard = Guard(f"Trainer.{'evaluate' if default_prefix == 'eval' else 'predict'}")
 
         def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            events = self.events() if guard.ok else None
             bracket = False
-            if events is not None:
+            if guard.ok and events.active():
                 try:
                     self.configuration(instance)
                     given = args[0] if args else kwargs.get(dataset_argument)
@@ -146,7 +133,7 @@ class _TrainerState:
             finally:
                 self.evaluating -= 1
                 try:
-                    events.end_evaluation()  # type: ignore[union-attr]
+                    events.end_evaluation()
                 except Exception:
                     guard.fail()
 
@@ -175,6 +162,14 @@ def _numbers(values: Mapping[str, Any] | None) -> list[tuple[str, float]]:
     return out
 
 
+def _evaluation_results(metrics: Mapping[str, Any] | None) -> None:
+    """``evaluate`` / ``predict`` results on their evaluation pass; the training ``epoch`` HF
+    adds to them is the pass's epoch already."""
+    for name, value in _numbers(metrics):
+        if name != "epoch":
+            events.log(name, value)
+
+
 def _callback_type(base: type, state: _TrainerState) -> type:
     """A ``TrainerCallback`` subclass that reports to ``state``'s events."""
     guard = Guard("Hugging Face TrainerCallback")
@@ -184,9 +179,7 @@ def _callback_type(base: type, state: _TrainerState) -> type:
             if not guard.ok:
                 return
             try:
-                events = state.events()
-                if events is not None:
-                    method(self, events, trainer_state, **kwargs)
+                method(self, trainer_state, **kwargs)
             except Exception:
                 guard.fail()
 
@@ -194,27 +187,26 @@ def _callback_type(base: type, state: _TrainerState) -> type:
         return run
 
     @hook
-    def on_train_begin(self: Any, events: Events, trainer_state: Any, **kwargs: Any) -> None:
+    def on_train_begin(self: Any, trainer_state: Any, **kwargs: Any) -> None:
         trainer = self.trainer()
         if trainer is not None:
             state.configuration(trainer, kwargs.get("model"))
 
     @hook
-    def on_log(self: Any, events: Events, trainer_state: Any, **kwargs: Any) -> None:
+    def on_log(self: Any, trainer_state: Any, **kwargs: Any) -> None:
         if state.evaluating:
             return  # recorded from on_evaluate / on_predict, with their evaluation
         for name, value in _numbers(kwargs.get("logs")):
-            events.log(name, value, context=TRAINING)
+            # HF's logger names (TensorBoard, W&B): apart from the per-step loss series
+            events.log(TRAIN_PREFIX + name, value, context=TRAINING)
 
     @hook
-    def on_evaluate(self: Any, events: Events, trainer_state: Any, **kwargs: Any) -> None:
-        for name, value in _numbers(kwargs.get("metrics")):
-            events.log(name, value)
+    def on_evaluate(self: Any, trainer_state: Any, **kwargs: Any) -> None:
+        _evaluation_results(kwargs.get("metrics"))
 
     @hook
-    def on_predict(self: Any, events: Events, trainer_state: Any, **kwargs: Any) -> None:
-        for name, value in _numbers(kwargs.get("metrics")):
-            events.log(name, value)
+    def on_predict(self: Any, trainer_state: Any, **kwargs: Any) -> None:
+        _evaluation_results(kwargs.get("metrics"))
 
     def _init(self: Any, trainer: Any) -> None:
         self.trainer = weakref.ref(trainer)
@@ -246,23 +238,30 @@ def _trainer_init(callback: type) -> Any:
     return init
 
 
-def _folder_wrapper(events: Callable[[], Events | None], operation: str) -> Any:
-    guard = Guard(f"Hugging Face {'save_pretrained' if operation == 'save' else 'from_pretrained'}")
+def _from_pretrained() -> Any:
+    """The weight files of a local folder a model was loaded from: ``provml:Model`` files read
+    (the run's own ``save_pretrained`` output is then used by the model it loaded)."""
+    guard = Guard("Hugging Face from_pretrained")
 
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        path = None
+        result = wrapped(*args, **kwargs)
         if guard.ok:
             try:
-                name = "save_directory" if operation == "save" else "pretrained_model_name_or_path"
-                given = args[0] if args else kwargs.get(name)
-                if isinstance(given, (str, os.PathLike)):
-                    candidate = os.path.abspath(os.fspath(given))
-                    # a hub name (``bert-base-uncased``) is no local folder: nothing to describe
-                    if operation == "save" or os.path.isdir(candidate):
-                        path = candidate
+                given = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+                if isinstance(given, (str, os.PathLike)) and os.path.isdir(given):
+                    for path in _weight_files(os.path.abspath(os.fspath(given))):
+                        events.artifact(path, "model", "load")
             except Exception:
                 guard.fail()
-        with artifact_around(events(), guard, path, "model", operation):
-            return wrapped(*args, **kwargs)
+        return result
 
     return wrapper
+
+
+def _weight_files(folder: str) -> list[str]:
+    """The weights in a ``save_pretrained`` folder: safetensors files, else torch ``.bin``."""
+    names = sorted(os.listdir(folder))
+    found = [n for n in names if n.endswith(".safetensors")]
+    if not found:
+        found = [n for n in names if n.endswith(".bin") and "model" in n]
+    return [os.path.join(folder, n) for n in found if os.path.isfile(os.path.join(folder, n))]

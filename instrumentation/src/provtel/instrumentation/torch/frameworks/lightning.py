@@ -2,9 +2,8 @@
 
 Hook points, all public: a ``Callback`` appended to every ``Trainer`` (before its checkpoint
 callbacks, which Lightning keeps last), ``LightningModule.log`` (``log_dict`` calls it) for
-values logged per step, ``trainer.callback_metrics`` for values Lightning reduced per epoch,
-``Trainer.save_checkpoint``, ``Strategy.load_checkpoint`` and
-``LightningModule.load_from_checkpoint`` for checkpoints.
+values logged per step, ``trainer.callback_metrics`` for values Lightning reduced per epoch and
+``Trainer.save_checkpoint`` for checkpoint files.
 """
 
 from __future__ import annotations
@@ -18,9 +17,8 @@ from typing import Any
 import wrapt
 from opentelemetry.instrumentation.utils import unwrap
 
+from provtel.instrumentation.torch import events
 from provtel.instrumentation.torch._guard import Guard
-from provtel.instrumentation.torch.frameworks.config import flatten
-from provtel.instrumentation.torch.frameworks.events import Events, artifact_around
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +64,7 @@ TRAINING, VALIDATION, TEST = "training", "validation", "test"
 Undo = Callable[[], None]
 
 
-def instrument(pl: Any, events: Callable[[], Events | None]) -> list[Undo]:
+def instrument(pl: Any) -> list[Undo]:
     """Patch the Lightning package ``pl``; returns how to undo it (empty: integration off)."""
     trainer_class = getattr(pl, "Trainer", None)
     module_class = getattr(pl, "LightningModule", None)
@@ -86,7 +84,7 @@ def instrument(pl: Any, events: Callable[[], Events | None]) -> list[Undo]:
             ", ".join(missing),
         )
         return []
-    recorder = _Recorder(events)
+    recorder = _Recorder()
     callback = _callback_type(callback_class, recorder)
     undo: list[Undo] = []
 
@@ -97,12 +95,7 @@ def instrument(pl: Any, events: Callable[[], Events | None]) -> list[Undo]:
     checkpoint = getattr(getattr(pl, "callbacks", None), "Checkpoint", None)
     wrap(trainer_class, "__init__", _trainer_init(callback, checkpoint))
     wrap(module_class, "log", recorder.log_wrapper())
-    wrap(trainer_class, "save_checkpoint", _checkpoint_wrapper(events, "save", 0))
-    strategy = getattr(getattr(pl, "strategies", None), "Strategy", None)
-    if strategy is not None and hasattr(strategy, "load_checkpoint"):
-        wrap(strategy, "load_checkpoint", _checkpoint_wrapper(events, "load", 0))
-    if hasattr(module_class, "load_from_checkpoint"):
-        wrap(module_class, "load_from_checkpoint", _checkpoint_wrapper(events, "load", 0))
+    wrap(trainer_class, "save_checkpoint", _save_checkpoint())
     logger.debug("provtel: Lightning integration on (%s)", pl.__name__)
     return undo
 
@@ -111,10 +104,9 @@ class _Recorder:
     """Translates Lightning's logging into events: step values at once, epoch values when
     Lightning has reduced them (its ``callback_metrics``)."""
 
-    def __init__(self, events: Callable[[], Events | None]) -> None:
-        self.events = events
-        # stage -> {label: key in callback_metrics} of values logged per epoch
-        self.epoch_values: dict[str, dict[str, str]] = {TRAINING: {}, VALIDATION: {}, TEST: {}}
+    def __init__(self) -> None:
+        # stage -> names (keys of callback_metrics) logged per epoch, in logging order
+        self.epoch_values: dict[str, dict[str, None]] = {TRAINING: {}, VALIDATION: {}, TEST: {}}
         self.train_epoch_open = False
         self.torch: Any = None
 
@@ -137,8 +129,7 @@ class _Recorder:
         self, module: Any, name: str, value: Any, on_step: bool | None, on_epoch: bool | None
     ) -> None:
         trainer = getattr(module, "_trainer", None)
-        events = self.events()
-        if trainer is None or events is None or trainer.sanity_checking:
+        if trainer is None or trainer.sanity_checking or not events.active():
             return
         stage = _stage(trainer)
         if stage is None:
@@ -148,8 +139,7 @@ class _Recorder:
         epoch = (not per_step_hook) if on_epoch is None else on_epoch
         forked = step and epoch
         if epoch:
-            label = f"{name}_epoch" if forked else name
-            self.epoch_values[stage][label] = label
+            self.epoch_values[stage][f"{name}_epoch" if forked else name] = None
         if step:
             scalar = self._scalar(value)
             if scalar is not None:
@@ -177,18 +167,17 @@ class _Recorder:
     def flush(self, trainer: Any, stage: str, context: str) -> None:
         """Record the epoch values of ``stage`` as Lightning reduced them."""
         wanted = self.epoch_values[stage]
-        events = self.events()
-        if not wanted or events is None:
+        if not wanted or not events.active():
             wanted.clear()
             return
         metrics = trainer.callback_metrics
-        for label, key in wanted.items():
+        for key in wanted:
             for found, value in _matching(metrics, key):
                 scalar = self._scalar(value)
                 if scalar is not None:
                     if not isinstance(scalar, float):
                         scalar = scalar.item()  # once per epoch
-                    events.log(found.replace(key, label, 1), scalar, context=context)
+                    events.log(found, scalar, context=context)
         wanted.clear()
 
 
@@ -241,9 +230,7 @@ def _callback_type(base: type, recorder: _Recorder) -> type:
             if not guard.ok:
                 return
             try:
-                events = recorder.events()
-                if events is not None:
-                    method(events, trainer, *args, **kwargs)
+                method(trainer, *args, **kwargs)
             except Exception:
                 guard.fail()
 
@@ -251,55 +238,55 @@ def _callback_type(base: type, recorder: _Recorder) -> type:
         return run
 
     @hook
-    def setup(events: Events, trainer: Any, module: Any, stage: str | None = None) -> None:
-        found = flatten(getattr(module, "hparams", None) or {})
+    def setup(trainer: Any, module: Any, stage: str | None = None) -> None:
+        if not events.active():
+            return
+        events.params(getattr(module, "hparams", None) or {}, "lightning.hparams")
         datamodule = getattr(trainer, "datamodule", None)
         if datamodule is not None:
-            found.update(flatten(getattr(datamodule, "hparams", None) or {}))
+            events.params(getattr(datamodule, "hparams", None) or {}, "lightning.datamodule")
         seed = os.environ.get("PL_GLOBAL_SEED")  # set by seed_everything
         if seed is not None and seed.lstrip("-").isdigit():
-            found["seed"] = int(seed)
-        if found:
-            events.params(found, "lightning.hparams")
+            events.params({"seed": int(seed)}, "lightning.seed_everything")
 
     @hook
-    def on_sanity_check_start(events: Events, trainer: Any, module: Any) -> None:
+    def on_sanity_check_start(trainer: Any, module: Any) -> None:
         events.sanity_check(True)
 
     @hook
-    def on_sanity_check_end(events: Events, trainer: Any, module: Any) -> None:
+    def on_sanity_check_end(trainer: Any, module: Any) -> None:
         events.sanity_check(False)
         for names in recorder.epoch_values.values():
             names.clear()
 
     @hook
-    def on_train_epoch_start(events: Events, trainer: Any, module: Any) -> None:
-        # epoch values of the previous epoch: reduced after every callback's
-        # on_train_epoch_end (the module's own on_train_epoch_end logs come after ours)
+    def on_train_epoch_start(trainer: Any, module: Any) -> None:
+        # epoch values of the previous epoch: Lightning reduces them after every callback's
+        # on_train_epoch_end (the module's own on_train_epoch_end logs after ours)
         recorder.flush(trainer, TRAINING, TRAINING)
 
     @hook
-    def on_train_end(events: Events, trainer: Any, module: Any) -> None:
+    def on_train_end(trainer: Any, module: Any) -> None:
         recorder.flush(trainer, TRAINING, TRAINING)
 
     @hook
-    def on_validation_start(events: Events, trainer: Any, module: Any) -> None:
+    def on_validation_start(trainer: Any, module: Any) -> None:
         if not trainer.sanity_checking:
             events.begin_evaluation(VALIDATION, _dataset(trainer.val_dataloaders))
 
     @hook
-    def on_validation_end(events: Events, trainer: Any, module: Any) -> None:
+    def on_validation_end(trainer: Any, module: Any) -> None:
         if trainer.sanity_checking:
             return
         recorder.flush(trainer, VALIDATION, VALIDATION)
         events.end_evaluation()
 
     @hook
-    def on_test_start(events: Events, trainer: Any, module: Any) -> None:
+    def on_test_start(trainer: Any, module: Any) -> None:
         events.begin_evaluation(TEST, _dataset(trainer.test_dataloaders))
 
     @hook
-    def on_test_end(events: Events, trainer: Any, module: Any) -> None:
+    def on_test_end(trainer: Any, module: Any) -> None:
         recorder.flush(trainer, TEST, TEST)
         events.end_evaluation()
 
@@ -341,19 +328,23 @@ def _trainer_init(callback: type, checkpoint: type | None) -> Any:
     return init
 
 
-def _checkpoint_wrapper(events: Callable[[], Events | None], operation: str, index: int) -> Any:
-    guard = Guard(f"Lightning checkpoint {operation}")
+def _save_checkpoint() -> Any:
+    """A checkpoint file written by Lightning: a ``provml:Model`` artifact with its path
+    (Lightning hands ``torch.save`` a buffer and writes the bytes itself; loads go through
+    ``torch.load`` of the open file, which the torch hooks record with its path)."""
+    guard = Guard("Lightning save_checkpoint")
 
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        path = None
+        result = wrapped(*args, **kwargs)
         if guard.ok:
             try:
-                given = args[index] if len(args) > index else None
+                given = args[0] if args else None
                 path = _local_path(given or kwargs.get("filepath") or kwargs.get("checkpoint_path"))
+                if path is not None:
+                    events.artifact(path, "model", "save")
             except Exception:
                 guard.fail()
-        with artifact_around(events(), guard, path, "model", operation):
-            return wrapped(*args, **kwargs)
+        return result
 
     return wrapper
 
