@@ -28,7 +28,9 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
     monkeypatch.setattr(
         events,
         "log",
-        lambda name, value, step=None, context=None: calls.append(("log", name, value, context)),
+        lambda name, value, step=None, context=None: calls.append(
+            ("log", name, value, step, context)
+        ),
     )
     monkeypatch.setattr(
         events,
@@ -71,7 +73,8 @@ class _Hooks:
 
 
 class _Trainer:
-    save_checkpoint = callback_metrics = sanity_checking = training = validating = testing = None
+    save_checkpoint = global_step = callback_metrics = sanity_checking = None
+    training = validating = testing = None
 
 
 def test_lightning_without_a_hook_point_is_off_with_one_line(
@@ -114,7 +117,11 @@ def test_hf_trainer_without_a_hook_point_is_off_with_one_line(
 
 def _module(fx: str, *, training: bool = False, validating: bool = False) -> Any:
     trainer = types.SimpleNamespace(
-        sanity_checking=False, training=training, validating=validating, testing=False
+        sanity_checking=False,
+        training=training,
+        validating=validating,
+        testing=False,
+        global_step=7,
     )
     return types.SimpleNamespace(_trainer=trainer, _current_fx_name=fx)
 
@@ -126,11 +133,11 @@ def test_lightning_step_values_as_lightning_names_them(recorded: list[tuple[Any,
     recorder._logged(step, "acc", torch.tensor(0.5, dtype=torch.float64), True, True)  # forked
     recorder._logged(step, "n", 3, None, None)  # a Python int: Lightning keeps float32
     recorder._logged(step, "lr", 0.1, None, None)
-    assert recorded == [
-        ("log", "loss", 0.25, None),
-        ("log", "acc_step", 0.5, None),
-        ("log", "n", 3.0, None),
-        ("log", "lr", torch.tensor(0.1).item(), None),  # 0.10000000149011612
+    assert recorded == [  # at Lightning's global step, the step its loggers get
+        ("log", "loss", 0.25, 7, None),
+        ("log", "acc_step", 0.5, 7, None),
+        ("log", "n", 3.0, 7, None),
+        ("log", "lr", torch.tensor(0.1).item(), 7, None),  # 0.10000000149011612
     ]
     assert recorder.epoch_values["training"] == {"acc_epoch": None}
 
@@ -144,18 +151,19 @@ def test_lightning_epoch_values_are_read_as_lightning_reduced_them(
     recorder._logged(validation, "val_acc", torch.tensor(1.0), None, None)
     assert recorded == []  # nothing per batch
     trainer = types.SimpleNamespace(
+        global_step=12,
         callback_metrics={
             "val_loss": torch.tensor(2.5),
             "val_acc/dataloader_idx_0": torch.tensor(0.75),
             "val_acc/dataloader_idx_1": torch.tensor(0.5),
             "train_loss": torch.tensor(7.0),  # logged in training: not this evaluation's
-        }
+        },
     )
     recorder.flush(trainer, "validation", "validation")
     assert recorded == [
-        ("log", "val_loss", 2.5, "validation"),
-        ("log", "val_acc/dataloader_idx_0", 0.75, "validation"),
-        ("log", "val_acc/dataloader_idx_1", 0.5, "validation"),
+        ("log", "val_loss", 2.5, 12, "validation"),
+        ("log", "val_acc/dataloader_idx_0", 0.75, 12, "validation"),
+        ("log", "val_acc/dataloader_idx_1", 0.5, 12, "validation"),
     ]
     recorder.flush(trainer, "validation", "validation")  # each epoch's names once
     assert len(recorded) == 3
@@ -188,16 +196,17 @@ def test_hf_evaluation_context_from_the_dataset() -> None:
 def test_hf_results_and_training_logs(recorded: list[tuple[Any, ...]]) -> None:
     trainer = type("Trainer", (), {})()
     callback = hf._callback_type(object, hf._TrainerState())(trainer)
-    callback.on_log(None, None, None, logs={"loss": 0.5, "learning_rate": 1e-3, "epoch": 0.5})
+    state = types.SimpleNamespace(global_step=4)
+    callback.on_log(None, state, None, logs={"loss": 0.5, "learning_rate": 1e-3, "epoch": 0.5})
     callback.on_evaluate(
-        None, None, None, metrics={"eval_loss": 0.25, "eval_accuracy": 1, "epoch": 1.0}
+        None, state, None, metrics={"eval_loss": 0.25, "eval_accuracy": 1, "epoch": 1.0}
     )
-    callback.on_log(None, None, None, logs={"total_flos": 12.0, "note": "text", "ok": True})
+    callback.on_log(None, state, None, logs={"total_flos": 12.0, "note": "text", "ok": True})
     assert recorded == [
-        ("log", "train/loss", 0.5, "training"),
-        ("log", "train/learning_rate", 1e-3, "training"),
-        ("log", "train/epoch", 0.5, "training"),
-        ("log", "eval_loss", 0.25, None),  # the open evaluation's context
-        ("log", "eval_accuracy", 1.0, None),
-        ("log", "train/total_flos", 12.0, "training"),
+        ("log", "train/loss", 0.5, 4, "training"),
+        ("log", "train/learning_rate", 1e-3, 4, "training"),
+        ("log", "train/epoch", 0.5, 4, "training"),
+        ("log", "eval_loss", 0.25, 4, None),  # the open evaluation's context
+        ("log", "eval_accuracy", 1.0, 4, None),
+        ("log", "train/total_flos", 12.0, 4, "training"),
     ]

@@ -90,7 +90,10 @@ def main() -> None:
     result = {
         "log_history": trainer.state.log_history,
         "final": final,
-        "checkpoints": sorted(str(p.resolve()) for p in Path("out").glob("checkpoint-*")),
+        "checkpoints": [
+            str(p.resolve())
+            for p in sorted(Path("out").glob("checkpoint-*"), key=lambda p: int(p.name[11:]))
+        ],
         "final_dir": str(Path("final").resolve()),
         "reloaded_parameters": sum(p.numel() for p in reloaded.parameters()),
         "args": {

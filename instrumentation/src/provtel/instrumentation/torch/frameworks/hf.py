@@ -162,12 +162,12 @@ def _numbers(values: Mapping[str, Any] | None) -> list[tuple[str, float]]:
     return out
 
 
-def _evaluation_results(metrics: Mapping[str, Any] | None) -> None:
-    """``evaluate`` / ``predict`` results on their evaluation pass; the training ``epoch`` HF
-    adds to them is the pass's epoch already."""
+def _evaluation_results(metrics: Mapping[str, Any] | None, step: int) -> None:
+    """``evaluate`` / ``predict`` results on their evaluation pass, at HF's step (its
+    ``log_history``'s); the training ``epoch`` HF adds to them is the pass's epoch already."""
     for name, value in _numbers(metrics):
         if name != "epoch":
-            events.log(name, value)
+            events.log(name, value, step)
 
 
 def _callback_type(base: type, state: _TrainerState) -> type:
@@ -198,15 +198,15 @@ def _callback_type(base: type, state: _TrainerState) -> type:
             return  # recorded from on_evaluate / on_predict, with their evaluation
         for name, value in _numbers(kwargs.get("logs")):
             # HF's logger names (TensorBoard, W&B): apart from the per-step loss series
-            events.log(TRAIN_PREFIX + name, value, context=TRAINING)
+            events.log(TRAIN_PREFIX + name, value, trainer_state.global_step, TRAINING)
 
     @hook
     def on_evaluate(self: Any, trainer_state: Any, **kwargs: Any) -> None:
-        _evaluation_results(kwargs.get("metrics"))
+        _evaluation_results(kwargs.get("metrics"), trainer_state.global_step)
 
     @hook
     def on_predict(self: Any, trainer_state: Any, **kwargs: Any) -> None:
-        _evaluation_results(kwargs.get("metrics"))
+        _evaluation_results(kwargs.get("metrics"), trainer_state.global_step)
 
     def _init(self: Any, trainer: Any) -> None:
         self.trainer = weakref.ref(trainer)

@@ -53,6 +53,7 @@ _CALLBACK_HOOKS = (
 )
 _TRAINER_ATTRIBUTES = (
     "save_checkpoint",
+    "global_step",
     "callback_metrics",
     "sanity_checking",
     "training",
@@ -143,7 +144,7 @@ class _Recorder:
         if step:
             scalar = self._scalar(value)
             if scalar is not None:
-                events.log(f"{name}_step" if forked else name, scalar)
+                events.log(f"{name}_step" if forked else name, scalar, trainer.global_step)
 
     def _scalar(self, value: Any) -> Any:
         """The value as Lightning keeps it (float32 unless float64), without a device sync:
@@ -171,13 +172,14 @@ class _Recorder:
             wanted.clear()
             return
         metrics = trainer.callback_metrics
+        step = trainer.global_step  # the step Lightning's loggers get for epoch values
         for key in wanted:
             for found, value in _matching(metrics, key):
                 scalar = self._scalar(value)
                 if scalar is not None:
                     if not isinstance(scalar, float):
                         scalar = scalar.item()  # once per epoch
-                    events.log(found, scalar, context=context)
+                    events.log(found, scalar, step, context)
         wanted.clear()
 
 
