@@ -193,7 +193,12 @@ def test_every_step_loss_is_recorded_exactly(runs, case: str) -> None:  # type: 
     assert expected, "the script computed losses"
     assert run.values("loss") == expected
     assert run.values("duration") and len(run.values("duration")) == len(expected)
-    assert run.metric("loss", "validation") is None and run.metric("loss", "test") is None
+    # evaluation batches' losses are their own series, one row per batch that computed one
+    for context in ("validation", "test"):
+        passes = [a for a in run.activities("Evaluation") if a["yprov:context"] == context]
+        batches = sum(a.get("otel:ml.eval.batches", 0) for a in passes)
+        metric = run.metric("loss", context)
+        assert (metric["provtel:count"] if metric else 0) == batches
 
 
 @pytest.mark.parametrize("case", SCRIPTED)
@@ -218,8 +223,11 @@ def _tensor(saved: dict[str, Any]) -> torch.Tensor:
 
 def test_manual_batching(runs) -> None:  # type: ignore[no-untyped-def]
     run = runs("manual_batching")
-    # no DataLoader: no passes, steps are optimizer steps, straight under the run
-    assert run.activities("Epoch") == [] and run.activities("Evaluation") == []
+    # no DataLoader and the model never switched to eval: one training pass from the model's
+    # state holding every optimizer step
+    (epoch,) = run.activities("Epoch")
+    assert epoch["otel:ml.pass.source"] == "model" and epoch["otel:ml.pass.batches"] == 18
+    assert run.activities("Evaluation") == []
     blocks = run.activities("StepBlock")
     assert blocks and {b["yprov:context"] for b in blocks} == {"training"}
     assert len(run.result["losses"]) == 18
@@ -274,10 +282,12 @@ def test_no_optimizer(runs) -> None:  # type: ignore[no-untyped-def]
     assert len(run.result["losses"]) == 10  # one step per backward
     assert run.metric("learning_rate") is None
     assert not any(k.startswith("optimizer") for k in run.hparams())
-    assert run.activities("Epoch") == []
+    (epoch,) = run.activities("Epoch")  # the training before the DataLoader, from model state
+    assert epoch["otel:ml.pass.source"] == "model" and epoch["otel:ml.pass.batches"] == 10
     (test,) = run.activities("Evaluation")  # after the training, never followed by more
     assert test["yprov:context"] == "test"
     assert test["otel:ml.pass.batches"] == run.result["test_batches"]
+    assert test["otel:ml.eval.batches"] == run.result["test_batches"]  # its losses
     assert len(run.series("batch_size", "test")) == run.result["test_batches"]
 
 
@@ -311,7 +321,9 @@ def test_gradient_accumulation_without_a_loader(runs) -> None:  # type: ignore[n
     run = runs("accumulation_no_loader")
     # a step per optimizer step (four backward passes each); its loss is the first one's
     assert len(run.values("loss")) == run.result["optimizer_steps"] == 6
-    assert run.activities("Epoch") == []
+    # training passes from the model's state between the DataLoader evaluations
+    assert run.contexts("Epoch") == ["training", "training"]
+    assert [a["otel:ml.pass.batches"] for a in run.activities("Epoch")] == [3, 3]
     # evaluation passes between (and after) training without a DataLoader are validation
     assert run.contexts("Evaluation") == ["validation", "validation"]
 
@@ -325,7 +337,7 @@ def test_gan_two_optimizers(runs, case: str) -> None:  # type: ignore[no-untyped
     hparams = run.hparams()
     assert hparams["optimizer"] == "Adam" and hparams["optimizer_2"] == "Adam"
     assert hparams["optimizer.lr"] == 2e-3 and hparams["optimizer_2.lr"] == 1e-3
-    assert run.contexts("Epoch") == ([] if case == "gan_no_loader" else ["training"] * 2)
+    assert run.contexts("Epoch") == (["training"] if case == "gan_no_loader" else ["training"] * 2)
 
 
 def test_amp_grad_scaler_skipped_steps(runs) -> None:  # type: ignore[no-untyped-def]
@@ -347,7 +359,13 @@ def test_compiled_model_still_captures_graphs(runs) -> None:  # type: ignore[no-
 
 def test_two_training_loops(runs) -> None:  # type: ignore[no-untyped-def]
     run = runs("two_loops")
-    assert run.contexts("Epoch") == ["training", "training"]
+    # two DataLoader epochs, then the second loop (no DataLoader) as a pass from model state
+    assert run.contexts("Epoch") == ["training"] * 3
+    assert [a["otel:ml.pass.source"] for a in run.activities("Epoch")] == [
+        "dataloader",
+        "dataloader",
+        "model",
+    ]
     assert run.contexts("Evaluation") == ["validation", "validation"]
     losses = run.values("loss")
     assert len(losses) == 16 and run.result["pretrained"] == 8

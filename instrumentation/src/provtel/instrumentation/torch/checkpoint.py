@@ -114,6 +114,14 @@ def _path_of(f: Any) -> str | None:
     return os.path.abspath(os.fspath(f)) if isinstance(f, (str, os.PathLike)) else None
 
 
+def _open_file_path(f: Any) -> str | None:
+    """The path of a file object opened on a named file (``with open(p, "wb") as f``)."""
+    name = getattr(f, "name", None)
+    if isinstance(name, str) and callable(getattr(f, "flush", None)) and os.path.isfile(name):
+        return os.path.abspath(name)
+    return None
+
+
 def wrap(
     tracker: Tracker, operation: str, file_arg: int, fmt: str = "torch", file_kw: str = "f"
 ) -> Any:
@@ -127,9 +135,13 @@ def wrap(
             return wrapped(*args, **kwargs)
         span = None
         f = None
+        opened = None
         try:
             f = args[file_arg] if len(args) > file_arg else kwargs.get(file_kw)
             path = _path_of(f)
+            opened = _open_file_path(f) if path is None else None
+            if opened is not None:
+                path = opened  # its size and digest once torch has written through it
             position = f.tell() if path is None and hasattr(f, "tell") else None
             extra = None
             if operation == "save" and fmt == "torch":
@@ -149,6 +161,8 @@ def wrap(
             raise
         end = time.time_ns()
         try:
+            if opened is not None and operation == "save" and f is not None:
+                f.flush()  # what torch wrote reaches the file before it is hashed
             if path is None and position is not None and f is not None:
                 span.set_attribute(sc.FILE_SIZE, abs(f.tell() - position))
             end_file_span(tracker, span, path, end)

@@ -152,6 +152,7 @@ class Tracker:
         self.framework_dataset: Any = None
         self.sanity = False  # a framework's sanity check: recorded nowhere
         self.step_lock = threading.Lock()  # block hand-over: training thread vs idle flush
+        self._flusher_stop: threading.Event | None = None
         # Background work: checkpoint digests and live metrics of each block.
         self.digests = ThreadPoolExecutor(max_workers=1, thread_name_prefix="provtel-background")
         # live metrics
@@ -200,6 +201,8 @@ class Tracker:
             # user spans created from now on are children of the run
             self._context_token = otel_context.attach(self.run_context)
         threading.Thread(target=self._add_git, name="provtel-git", daemon=True).start()
+        if self._flusher_stop is None:
+            self._start_idle_flusher()
         return self.run_context
 
     def _add_git(self) -> None:
@@ -224,6 +227,8 @@ class Tracker:
         """End everything at exit (or uninstrument): open step, block, passes, the run."""
         if not self.active():
             return
+        if self._flusher_stop is not None:
+            self._flusher_stop.set()
         self.end_run()
         self.digests.shutdown(wait=True)
         self.enabled = False
@@ -595,6 +600,8 @@ class Tracker:
         rec.begin(now)  # creates the block
         self.step_pass = p
         self.step_from_loader = from_loader
+        if p is not None and p.source == "model" and p.training:
+            p.batches += 1  # a pass from the model's state: one step is one batch
 
     def loader_step(self, now: int, p: Pass) -> StepRecorder:
         """A DataLoader's next batch of pass ``p`` arrived: the open step ends at ``now`` and
@@ -686,19 +693,88 @@ class Tracker:
             self.begin_step(self.last_boundary or now, p, False)
 
     def flush_block(self) -> None:
-        block = self.recorder.take_block()
-        if block is None:
-            return
-        p = self.block_pass
+        with self.step_lock:
+            block = self.recorder.take_block()
+            handle, self.block_handle = self.block_handle, []
+        if block is not None:
+            self._hand_over(block, self.block_pass, handle)
+
+    def _hand_over(self, block: Block, p: Pass | None, handle: activity.Handle) -> None:
         if p is None and self.run_span is None:
             return
-        attributes, losses = self._block_attributes(block, p)
+        attributes, losses = self._block_attributes(block, p, handle)
         if p is not None and p.context is None and not p.training:
             p.pending.append((attributes, block, losses))  # sent once validation/test is known
         else:
             self._send_block(attributes, block, losses, p)
 
-    def _block_attributes(self, block: Block, p: Pass | None) -> tuple[dict[str, Any], list[float]]:
+    def flush_idle(self, idle_ns: int, grace_s: float = 0.01) -> bool:
+        """Off the training thread: hand over the open block when no step has ended for
+        ``idle_ns`` (a pause, an evaluation without steps, a process about to be killed), so
+        that the journal holds every step that ended about a second ago. A step still open
+        stays open, in a fresh block; without a DataLoader a step that ended at its optimizer
+        step and saw nothing since is ended there first (what its next step would do)."""
+        rec = self.recorder
+        block = rec.block
+        if block is None or not self.active() or self.run_span is None:
+            return False
+        now = perf()
+        last = max(self.last_boundary, rec.tail_start)
+        if not last or now - last < idle_ns:
+            return False
+        with self.step_lock:
+            if rec.block is not block:
+                return False
+            if (
+                rec.open
+                and rec.tail_start
+                and not rec.tail_had_backward
+                and not self.step_from_loader
+            ):
+                rec.end(rec.tail_start)
+                self.last_boundary = rec.tail_start
+            if not block.rows:
+                return False
+            p = self.block_pass
+            handle = self.block_handle
+            if rec.open:  # the open step goes on in a new block
+                rec.block = Block(block.first)
+                self.block_started = now
+                self.block_end_index = rec.next_index + self.config.block_steps
+                self.block_deadline = now + int(self.config.block_seconds * 1e9)
+                self.block_handle = activity.begin(act.STEP_BLOCK)
+            else:
+                rec.block = None
+                self.block_handle = []
+        # A hook that read the old block just before the swap appends to it within its
+        # time slice: let it finish before the block is sealed.
+        time.sleep(grace_s)
+        moved = len(block.rows)
+        if rec.block is not None and rec.block is not block:
+            rec.block.first = block.first + moved
+        block.seal()
+        self._hand_over(block, p, handle)
+        return True
+
+    def _start_idle_flusher(self) -> None:
+        idle_ns = int(min(0.5, self.config.block_seconds) * 1e9)
+        stop = self._flusher_stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(0.1):
+                if not self.active():
+                    return
+                try:
+                    self.flush_idle(idle_ns)
+                except Exception:
+                    logger.exception("provtel: handing over an idle step block failed; stopped")
+                    return
+
+        threading.Thread(target=loop, name="provtel-idle-blocks", daemon=True).start()
+
+    def _block_attributes(
+        self, block: Block, p: Pass | None, handle: activity.Handle
+    ) -> tuple[dict[str, Any], list[float]]:
         if block.cuda_intervals and self.cuda_timer is not None:
             self._apply_cuda_times(block)
         losses = loss_values(self.torch, block.losses)
@@ -709,9 +785,13 @@ class Tracker:
             sc.ML_STEP_COUNT: len(block),
             sc.ML_STEP_START: block.start_ns,
             sc.ML_STEP_DURATION: seconds(block.duration_ns),
-            sc.ML_STEP_BACKWARD: seconds(block.backward_ns),
-            sc.ML_STEP_OPTIMIZER: seconds(block.optimizer_ns),
         }
+        # a phase that did not happen in the block (no backward in an evaluation, no optimizer)
+        # leaves no all-zero array, so the run folder has no series for it
+        if any(block.backward_ns):
+            attributes[sc.ML_STEP_BACKWARD] = seconds(block.backward_ns)
+        if any(block.optimizer_ns):
+            attributes[sc.ML_STEP_OPTIMIZER] = seconds(block.optimizer_ns)
         if p is not None and p.epoch is not None:
             attributes[sc.ML_EPOCH] = p.epoch
         elif p is not None and self.training_passes:
@@ -726,8 +806,7 @@ class Tracker:
             attributes[sc.ML_STEP_BATCH_SIZE] = block.batch_size
         if self.uses_scaler:
             attributes[sc.ML_STEP_SKIPPED] = block.skipped
-        attributes.update(activity.finish(act.STEP_BLOCK, self.block_handle))
-        self.block_handle = []
+        attributes.update(activity.finish(act.STEP_BLOCK, handle))
         return attributes, losses
 
     def _send_block(
