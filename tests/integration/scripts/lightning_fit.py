@@ -22,7 +22,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-SEEN: dict[str, Any] = {"train_loss": [], "validation": [], "sanity_batches": 0}
+SEEN: dict[str, Any] = {"train_loss": [], "train_mae": [], "validation": [], "sanity_batches": 0}
 
 
 class Regressor(pl.LightningModule):
@@ -36,8 +36,10 @@ class Regressor(pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
-        loss = nn.functional.mse_loss(self(x), y)
+        prediction = self(x)
+        loss = nn.functional.mse_loss(prediction, y)
         self.log("train_loss", loss)
+        self.log("train_mae", nn.functional.l1_loss(prediction, y), on_step=False, on_epoch=True)
         SEEN["train_loss"].append(loss.item())
         return loss
 
@@ -62,7 +64,11 @@ class Regressor(pl.LightningModule):
 
 
 class Seen(pl.Callback):
-    """What the script itself saw after each validation (the values Lightning logged)."""
+    """What the script itself saw after each epoch and validation (the values Lightning
+    logged, as its callbacks get them)."""
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        SEEN["train_mae"].append(float(trainer.callback_metrics["train_mae"]))
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
