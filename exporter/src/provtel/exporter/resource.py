@@ -12,15 +12,18 @@ from opentelemetry.sdk.resources import Resource, ResourceDetector
 from provtel.exporter import job
 from provtel.exporter.prov.exporter import default_run_name
 from provtel.semconv import attributes as sc
+from provtel.semconv.redaction import redact_argv
 
 
 class ProvtelResourceDetector(ResourceDetector):
-    """Command line, OS user and script; ``service.name`` defaults to the script name."""
+    """Command line (secrets redacted), OS user and script; ``service.name`` defaults to the
+    script name."""
 
     def detect(self) -> Resource:
         attributes: dict[str, object] = {
             "service.name": default_run_name(),
-            "process.command_args": list(sys.argv) if sys.argv else [sys.executable],
+            # Secret-looking option values never leave the process (provtel.semconv.redaction).
+            "process.command_args": redact_argv(sys.argv) if sys.argv else [sys.executable],
             "process.pid": os.getpid(),
         }
         if sys.argv and sys.argv[0] and sys.argv[0] not in ("-c", "-m", "-"):

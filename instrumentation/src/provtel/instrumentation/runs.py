@@ -28,12 +28,15 @@ from opentelemetry.trace import Span, Status, StatusCode
 from provtel.semconv import activities as act
 from provtel.semconv import attributes as sc
 from provtel.semconv import spans
+from provtel.semconv.redaction import redact_value
 
 
 def _hyperparameters(values: dict[str, Any]) -> dict[str, Any]:
     from provtel.instrumentation.torch.hparams import PREFIX, attribute_value
 
-    return {PREFIX + key: attribute_value(value) for key, value in values.items()}
+    return {
+        PREFIX + key: redact_value(key, attribute_value(value)) for key, value in values.items()
+    }
 
 
 def _torch_tracker() -> Any:

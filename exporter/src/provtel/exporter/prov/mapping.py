@@ -27,6 +27,7 @@ from provtel.exporter.prov.values import iso_time, literal, local_name
 from provtel.exporter.prov.writer import ProvJsonWriter
 from provtel.semconv import activities as act
 from provtel.semconv import attributes as sc
+from provtel.semconv import redaction
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,10 @@ _ARTIFACT_TYPES = {"dataset": "provml:Dataset", "artifact": "provml:Artifact"}
 _STEP_PREFIX = "ml.step."
 _HARDWARE_PREFIXES = ("host.", "ml.host.", "ml.hw.")
 _HPARAM_PREFIX = "ml.hparam."
+#: Attributes that pass the redaction policy again here, for senders that did not apply it: the
+#: names under these prefixes are judged, command lines and repository URLs are cleaned.
+_JUDGED_PREFIXES = (_HPARAM_PREFIX, "ml.checkpoint.entry.")
+_COMMAND_LINE = "process.command_line"  # OpenTelemetry's name; provtel never sets it
 _DATASET_KEYS = (
     sc.ML_DATASET_NAME,
     sc.ML_DATASET_CLASS,
@@ -68,6 +73,29 @@ def prefixes(run_id: str) -> dict[str, str]:
 
 def _qname(value: str) -> dict[str, str]:
     return {"$": value, "type": "xsd:QName"}
+
+
+def _redacted(attributes: dict[str, Any]) -> dict[str, Any]:
+    """``attributes`` with secrets redacted (:mod:`provtel.semconv.redaction`); copied only when
+    something changes."""
+    out: dict[str, Any] | None = None
+    for key, value in attributes.items():
+        if key.startswith(_JUDGED_PREFIXES):
+            prefix = next(p for p in _JUDGED_PREFIXES if key.startswith(p))
+            new = redaction.redact_value(key[len(prefix) :], value)
+        elif key == sc.PROCESS_COMMAND_ARGS and isinstance(value, (list, tuple)):
+            new = redaction.redact_argv(value)
+        elif key == _COMMAND_LINE and isinstance(value, str):
+            new = " ".join(redaction.redact_argv(value.split(" ")))
+        elif key == sc.VCS_REPOSITORY_URL_FULL and isinstance(value, str):
+            new = redaction.redact_url(value)
+        else:
+            continue
+        if new != value:
+            if out is None:
+                out = dict(attributes)
+            out[key] = new
+    return attributes if out is None else out
 
 
 def _otel_attrs(attributes: dict[str, Any], taken: Iterable[str] = ()) -> dict[str, Any]:
@@ -231,6 +259,7 @@ class DocumentBuilder:
         """Declare the software agent of a resource (and the person it acts for)."""
         if rid in self._agents:
             return  # the same resource in another journal of a merged job
+        attributes = _redacted(attributes)
         agent = "run:" + local_name(f"agent_{rid}")
         self._agents[rid] = agent
         if attributes.get(sc.ML_RANK) is not None:
@@ -275,7 +304,7 @@ class DocumentBuilder:
             activity = f"{activity}_{n}"
         self._declared.add(activity)
         self._span_identity[activity] = identity
-        attrs: dict[str, Any] = rec.get("attributes") or {}
+        attrs: dict[str, Any] = _redacted(rec.get("attributes") or {})
         start, end = int(rec["start"]), int(rec.get("end") or rec["start"])
         kind = attrs.get(sc.ML_ACTIVITY)
         record: dict[str, Any] = {

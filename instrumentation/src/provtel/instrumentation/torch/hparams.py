@@ -76,9 +76,7 @@ def namespace_hparams(namespace: Any) -> dict[str, Any]:
     except TypeError:
         return {}
     return {
-        PREFIX + str(k): redact_value(str(k), attribute_value(v))
-        for k, v in items
-        if v is not None
+        PREFIX + str(k): redact_value(str(k), attribute_value(v)) for k, v in items if v is not None
     }
 
 

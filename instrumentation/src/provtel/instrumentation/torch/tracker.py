@@ -40,6 +40,7 @@ from provtel.semconv import activities as act
 from provtel.semconv import attributes as sc
 from provtel.semconv import metrics as mc
 from provtel.semconv import spans
+from provtel.semconv.redaction import redact_argv, redact_url
 
 logger = logging.getLogger("provtel.instrumentation.torch")
 perf = time.perf_counter_ns
@@ -902,7 +903,7 @@ def run_attributes(torch: Any) -> dict[str, Any]:
         sc.ML_ACTIVITY: act.RUN,
         sc.ML_RUN_NAME: os.environ.get("OTEL_PYTHON_PROVTEL_RUN_NAME")
         or (Path(script).stem if script else "python"),
-        sc.PROCESS_COMMAND_ARGS: argv,
+        sc.PROCESS_COMMAND_ARGS: redact_argv(argv),  # no secret option values
         sc.PROCESS_RUNTIME_NAME: sys.implementation.name,
         sc.PROCESS_RUNTIME_VERSION: ".".join(map(str, sys.version_info[:3])),
         sc.ML_FRAMEWORK_NAME: "torch",
@@ -939,18 +940,11 @@ def git_attributes() -> dict[str, Any]:
         out[sc.VCS_REF_HEAD_NAME] = branch
     remote = git("remote", "get-url", "origin")
     if remote:
-        out[sc.VCS_REPOSITORY_URL_FULL] = _strip_credentials(remote)
+        out[sc.VCS_REPOSITORY_URL_FULL] = redact_url(remote)  # no userinfo, no tokens
     status = git("status", "--porcelain", "--untracked-files=no")
     if status is not None:
         out[sc.ML_VCS_DIRTY] = bool(status)
     return out
-
-
-def _strip_credentials(url: str) -> str:
-    if "://" in url and "@" in url.split("://", 1)[1].split("/", 1)[0]:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://{rest.split('@', 1)[1]}"
-    return url
 
 
 def format_exception(exc: BaseException) -> str:
