@@ -41,20 +41,51 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return status
 
 
+def _skipped(command: str, where: Path, problems: list[str]) -> None:
+    """One line for the journal lines a command had to skip (never a traceback)."""
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        print(
+            f"provtel {command}: {where}: skipped {len(problems)} unreadable journal line(s): "
+            f"{problems[0]}{more}",
+            file=sys.stderr,
+        )
+
+
 def _cmd_recover(args: argparse.Namespace) -> int:
-    from provtel.exporter.prov.store import DOCUMENT, JOURNAL, recover
+    from provtel.exporter.prov.store import DOCUMENT, JOURNAL, recover, unfinished_runs
 
     status = 0
     for name in args.run_dirs:
-        run_dir = Path(name)
-        if (run_dir / DOCUMENT).exists() and not args.force:
-            print(f"{run_dir}: already has {DOCUMENT} (use --force to rebuild it)")
-            continue
-        if not (run_dir / JOURNAL).is_file():
-            print(f"provtel recover: no {JOURNAL} in {run_dir}", file=sys.stderr)
+        given = Path(name)
+        if (given / JOURNAL).is_file() or (given / DOCUMENT).exists():
+            run_dirs = [given]
+        elif given.is_dir():  # an output folder: every unfinished run under it
+            run_dirs = unfinished_runs(given)
+            if not run_dirs:
+                print(f"{given}: nothing to recover (no unfinished run under it)")
+                continue
+        else:
+            print(f"provtel recover: no {JOURNAL} in {given}", file=sys.stderr)
             status = 2
             continue
-        print(f"{run_dir}: recovered {recover(run_dir)} (marked incomplete)")
+        for run_dir in run_dirs:
+            if (run_dir / DOCUMENT).exists() and not args.force:
+                print(f"{run_dir}: already has {DOCUMENT} (use --force to rebuild it)")
+                continue
+            if not (run_dir / JOURNAL).is_file():
+                print(f"provtel recover: no {JOURNAL} in {run_dir}", file=sys.stderr)
+                status = 2
+                continue
+            problems: list[str] = []
+            try:
+                document = recover(run_dir, problems)
+            except (OSError, ValueError) as exc:  # unreadable, not a journal, disk full
+                print(f"provtel recover: {run_dir}: {exc}", file=sys.stderr)
+                status = 2
+                continue
+            _skipped("recover", run_dir, problems)
+            print(f"{run_dir}: recovered {document} (marked incomplete)")
     return status
 
 
@@ -63,11 +94,15 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 
     status = 0
     for name in args.job_dirs:
+        problems: list[str] = []
         try:
-            print(f"{name}: merged into {merge_job(Path(name))}")
-        except FileNotFoundError as exc:
-            print(f"provtel merge: {exc}", file=sys.stderr)
+            document = merge_job(Path(name), problems)
+        except (OSError, ValueError) as exc:
+            print(f"provtel merge: {name}: {exc}", file=sys.stderr)
             status = 2
+            continue
+        _skipped("merge", Path(name), problems)
+        print(f"{name}: merged into {document}")
     return status
 
 
@@ -90,7 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     validate.set_defaults(func=_cmd_validate)
     recover = sub.add_parser("recover", help="write the document of a killed run from its journal")
-    recover.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders")
+    recover.add_argument(
+        "run_dirs",
+        nargs="+",
+        metavar="DIR",
+        help="run folders, or output folders (every unfinished run under them)",
+    )
     recover.add_argument("--force", action="store_true", help="rebuild an existing prov.json")
     recover.set_defaults(func=_cmd_recover)
     merge = sub.add_parser("merge", help="merge the rank folders of a job into one document")

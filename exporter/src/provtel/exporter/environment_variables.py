@@ -29,6 +29,15 @@ OTEL_PYTHON_PROVTEL_RUN_NAME = "OTEL_PYTHON_PROVTEL_RUN_NAME"
 Prefix of the run folder name. Default: the script's file name without extension.
 """
 
+OTEL_PYTHON_PROVTEL_FILE_MODE = "OTEL_PYTHON_PROVTEL_FILE_MODE"
+"""
+.. envvar:: OTEL_PYTHON_PROVTEL_FILE_MODE
+
+Octal permission bits of the files provtel writes (journal, series, documents); run folders get
+the same bits plus ``x`` wherever ``r`` is set. Default: ``0600`` (folders ``0700``): only the
+owner can read what a run recorded. ``0640`` shares it with the group.
+"""
+
 OTEL_PYTHON_PROVTEL_REDACT = "OTEL_PYTHON_PROVTEL_REDACT"
 """
 .. envvar:: OTEL_PYTHON_PROVTEL_REDACT

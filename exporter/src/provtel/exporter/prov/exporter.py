@@ -39,7 +39,7 @@ from provtel.exporter.environment_variables import (
     OTEL_PYTHON_PROVTEL_OUTPUT_DIR,
     OTEL_PYTHON_PROVTEL_RUN_NAME,
 )
-from provtel.exporter.prov.formats import parse_formats, write_formats
+from provtel.exporter.prov.formats import parse_formats
 from provtel.exporter.prov.records import metric_points, span_record
 from provtel.exporter.prov.store import RunStore, create_run_dir, merge_when_complete
 from provtel.exporter.prov.values import local_name
@@ -153,12 +153,12 @@ class RunSession:
                 return
             try:
                 self.document = self._store.finalize(keep_journal=self.job.multi_rank)
-                write_formats(self.document, self.formats)
                 logger.info("provtel: provenance written to %s", self.document)
                 if self.job.multi_rank and self.job.world_size:
-                    merged = merge_when_complete(self.output_dir, self.job.world_size)
+                    merged = merge_when_complete(
+                        self.output_dir, self.job.world_size, self.formats
+                    )
                     if merged is not None:
-                        write_formats(merged, self.formats)
                         logger.info("provtel: job provenance merged into %s", merged)
                         upload_after_run(merged)  # a rank's own document is only a part
                         print_summary(merged)  # OTEL_PYTHON_PROVTEL_SUMMARY=false: off

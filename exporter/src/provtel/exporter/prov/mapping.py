@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from provtel.exporter.prov.series import Series
-from provtel.exporter.prov.values import iso_time, literal, local_name
+from provtel.exporter.prov.values import UniqueNames, iso_time, literal, local_name
 from provtel.exporter.prov.writer import ProvJsonWriter
 from provtel.semconv import activities as act
 from provtel.semconv import attributes as sc
@@ -101,15 +101,21 @@ def _redacted(attributes: dict[str, Any]) -> dict[str, Any]:
 def _otel_attrs(attributes: dict[str, Any], taken: Iterable[str] = ()) -> dict[str, Any]:
     """``otel:<key>`` for each attribute; a key that collides with one in ``taken`` (the
     exporter's own fields such as ``otel:span_id``) or with another key after sanitising gets a
-    trailing ``_``, so nothing is overwritten."""
+    ``_2``, ``_3`` ... suffix (O(1) each), so nothing is overwritten."""
     out: dict[str, Any] = {}
-    reserved = set(taken)
+    names: UniqueNames | None = None
     for key, value in attributes.items():
         if key.startswith(_HPARAM_PREFIX):
             continue
         name = "otel:" + local_name(key)
-        while name in out or name in reserved:
-            name += "_"
+        if name in out or name in taken:
+            if names is None:  # rare: only documents with colliding keys pay for the index
+                names = UniqueNames(limit=None)
+                for used in (*taken, *out):
+                    names.reserve(used)
+            name = names.take(name)
+        elif names is not None:
+            names.reserve(name)
         out[name] = literal(value)
     return out
 
@@ -245,6 +251,8 @@ class DocumentBuilder:
         self._roots: dict[str, list[tuple[str, str | None, int]]] = {}  # trace -> (act, rid, end)
         self._hparams: dict[tuple[str, str], str] = {}  # (name, repr) -> entity id
         self._hparam_values: dict[str, tuple[str, Any]] = {}
+        # Entity ids, unique by construction (a suffix never cut away by the length limit).
+        self._entity_ids = UniqueNames()
         self._plans: dict[str, dict[str, Any]] = {}  # trace -> plan attributes
         self._datasets: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
         self._checkpoints: list[_Checkpoint] = []
@@ -383,11 +391,7 @@ class DocumentBuilder:
             identity = (name, repr(value))
             entity = self._hparams.get(identity)
             if entity is None:
-                entity = "run:" + local_name(f"hparam_{name}")
-                n = 1
-                while entity in self._hparam_values:
-                    n += 1
-                    entity = "run:" + local_name(f"hparam_{name}_{n}")
+                entity = "run:" + self._entity_ids.take(local_name(f"hparam_{name}"))
                 self._hparams[identity] = entity
                 self._hparam_values[entity] = (name, value)
             self.w.relation(
@@ -406,11 +410,7 @@ class DocumentBuilder:
             label = str(
                 attrs.get(sc.ML_DATASET_NAME) or attrs.get(sc.ML_DATASET_CLASS) or "dataset"
             )
-            entity = "run:" + local_name(f"dataset_{label}")
-            n = 1
-            while any(entity == e for e, _ in self._datasets.values()):
-                n += 1
-                entity = "run:" + local_name(f"dataset_{label}_{n}")
+            entity = "run:" + self._entity_ids.take(local_name(f"dataset_{label}"))
             record: dict[str, Any] = {"prov:type": "provml:Dataset", "prov:label": literal(label)}
             if attrs.get(sc.ML_DATASET_PATH):
                 record["dcterms:identifier"] = literal(str(attrs[sc.ML_DATASET_PATH]))
@@ -654,16 +654,12 @@ class DocumentBuilder:
         all_roots = [r for roots in self._roots.values() for r in roots]
         if len(all_roots) == 1:
             only_root = all_roots[0]
-        used_ids: set[str] = set()
+        metric_ids = UniqueNames(limit=None)
         for s in series:
             base = "run:" + local_name(f"metric_{s.label}")
             if s.context:
                 base += "_" + local_name(s.context)
-            entity, n = base, 1
-            while entity in used_ids:
-                n += 1
-                entity = f"{base}_{n}"
-            used_ids.add(entity)
+            entity = metric_ids.take(base)
             stats = s.stats
             record: dict[str, Any] = {
                 "prov:type": "provml:Metric",

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from provtel.exporter.prov.files import append_lines
+
 #: Columns of a per-step series (values from step-block spans).
 STEP_COLUMNS = ("step", "epoch", "value", "timestep", "time_unix_nano")
 #: Columns of a series of OpenTelemetry metric data points.
@@ -106,12 +108,12 @@ class Series:
         self._write(root, list(map(_line, rows)))
 
     def _write(self, root: Path, lines: list[str]) -> None:
-        path = root / self.relpath
-        new = not path.exists()
-        with open(path, "a", encoding="utf-8", newline="") as out:
-            if new:
-                out.write(",".join(self.columns) + "\n")
-            out.write("\n".join(lines) + "\n")
+        # Whole rows or none (a full disk never leaves half a row for the next one to extend).
+        append_lines(
+            root / self.relpath,
+            ("\n".join(lines) + "\n").encode(),
+            header=(",".join(self.columns) + "\n").encode(),
+        )
 
     def append_lines(self, root: Path, lines: list[str], values: list[Any]) -> None:
         """Append pre-formatted rows (the step-series fast path) and their values."""

@@ -1,34 +1,58 @@
 """A run on disk: its folder, its journal, its metric series, and its finalisation.
 
-Everything that arrives is appended to ``journal.jsonl`` (one JSON object per line) and the
-per-step arrays and metric points go straight to series files, so memory stays flat however long
-the run. :meth:`RunStore.finalize` streams the journal through the mapping into ``prov.json``. A
-process killed before that leaves the journal and series behind; :func:`recover` turns them into
-a document later.
+The one run store of provtel: the in-process exporter (:mod:`.exporter`), ``provtel serve`` and
+``provtel convert`` (:mod:`provtel.exporter.receiver.runs`) all keep their runs here, so folder
+naming, series files, finalisation, extra formats and "is this run finished" exist once.
+
+Everything that arrives is appended to ``journal.jsonl`` (:mod:`.journal` owns its format) and
+the per-step arrays and metric points go straight to series files, so memory stays flat however
+long the run. :meth:`RunStore.finalize` streams the journal through the mapping into
+``prov.json`` (and the extra formats). A process killed before that leaves the journal and series
+behind; :func:`recover` turns them into a document later. A run is *finished* when its
+``prov.json`` exists (:func:`is_finished`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import json
 import logging
 import os
+import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from provtel.exporter.prov import journal
+from provtel.exporter.prov.files import RawFile, cut_torn_tail, file_mode, make_dir, make_dirs
+from provtel.exporter.prov.formats import write_formats
+from provtel.exporter.prov.journal import JOURNAL, JournalError, JournalWriter, encode
 from provtel.exporter.prov.mapping import DocumentBuilder, context_of, prefixes, step_series
 from provtel.exporter.prov.series import HISTOGRAM_COLUMNS, POINT_COLUMNS, STEP_COLUMNS, Series
-from provtel.exporter.prov.values import local_name
-from provtel.exporter.prov.writer import ProvJsonWriter
+from provtel.exporter.prov.values import UniqueNames, local_name
+from provtel.exporter.prov.writer import SPOOL_PREFIX, ProvJsonWriter
 
 logger = logging.getLogger(__name__)
 
-JOURNAL = "journal.jsonl"
+__all__ = [
+    "DOCUMENT",
+    "JOURNAL",
+    "METRICS_DIR",
+    "JournalError",
+    "RunStore",
+    "build_document",
+    "clean_stale",
+    "create_run_dir",
+    "is_finished",
+    "merge_job",
+    "merge_when_complete",
+    "recover",
+    "unfinished_runs",
+]
+
 DOCUMENT = "prov.json"
 METRICS_DIR = "metrics"
-_FSYNC_INTERVAL_S = 1.0
 
 
 def create_run_dir(root: Path, name: str) -> Path:
@@ -37,74 +61,111 @@ def create_run_dir(root: Path, name: str) -> Path:
     ``mkdir`` is atomic, so two processes racing for the same name cannot both get it; no
     directory listing is involved.
     """
-    root.mkdir(parents=True, exist_ok=True)
+    make_dirs(root)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     base = f"{local_name(name, 60)}-{stamp}-{os.getpid()}"
     for n in range(1, 10_000):
         candidate = root / (base if n == 1 else f"{base}-{n}")
         try:
-            candidate.mkdir()
+            make_dir(candidate)
         except FileExistsError:
             continue
         return candidate
     raise FileExistsError(f"no free run folder name under {root} for {base}")
 
 
-def _dumps(obj: Any) -> str:
-    # stdlib json keeps NaN/Infinity (orjson would write null), and journals are small.
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
+def is_finished(run_dir: Path) -> bool:
+    """Whether a run folder holds its document (finalised or recovered)."""
+    return (run_dir / DOCUMENT).is_file()
+
+
+def clean_stale(run_dir: Path) -> None:
+    """Remove what a process killed while writing a document left: its spool folders and the
+    half-written document. Called by whoever writes the folder's document next (the owner of
+    the folder), never while another process may be writing it."""
+    with contextlib.suppress(OSError):
+        for spool in run_dir.glob(SPOOL_PREFIX + "*"):
+            if spool.is_dir() and not spool.is_symlink():
+                logger.info("provtel: removing %s, left by a writer that was killed", spool)
+                shutil.rmtree(spool, ignore_errors=True)
+        (run_dir / (DOCUMENT + ".tmp")).unlink(missing_ok=True)
+
+
+def unfinished_runs(output_dir: Path) -> list[Path]:
+    """The run folders directly under ``output_dir`` (or job folders' rank folders) that hold
+    a journal and no document, in name order."""
+    found = []
+    for journal_path in sorted(output_dir.glob(f"*/{JOURNAL}")) + sorted(
+        output_dir.glob(f"*/*/{JOURNAL}")
+    ):
+        if not is_finished(journal_path.parent):
+            found.append(journal_path.parent)
+    return found
 
 
 class RunStore:
-    """The on-disk state of one run; not thread-safe (callers serialise)."""
+    """The on-disk state of one run; not thread-safe (callers serialise).
 
-    def __init__(self, run_dir: Path, formats: Iterable[str] = ("json",)) -> None:
+    ``journal_file`` replaces the journal's file object (tests pass one that fails half-way
+    through a write, as a full disk does).
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        formats: Iterable[str] = ("json",),
+        journal_file: RawFile | None = None,
+    ) -> None:
         self.dir = run_dir
         self.formats = tuple(formats)
         self._series: dict[str, Series] = {}
+        self._paths = UniqueNames(limit=None)  # series file stems, unique in O(1) each
         self._resources: set[str] = set()
-        (run_dir / METRICS_DIR).mkdir(exist_ok=True)
-        self._journal: IO[str] | None = open(  # noqa: SIM115 closed in finalize()
-            run_dir / JOURNAL, "a", encoding="utf-8"
-        )
-        self._last_sync = time.monotonic()
+        # The records of one request (or one SDK export) share their resource dict: remember
+        # the last dict hashed, by identity, during one call (holding it, so the identity
+        # cannot be reused; dropped after the call, so a large resource is not kept).
+        self._last_resource: tuple[dict[str, Any], str] | None = None
+        #: Bytes the series registry holds in memory, about (identities, labels, attributes).
+        self.held_bytes = 0
+        make_dir(run_dir / METRICS_DIR, exist_ok=True)
+        self._journal = JournalWriter(run_dir / JOURNAL, journal_file)
 
     @property
     def run_id(self) -> str:
         """The run's identifier: its folder name."""
         return self.dir.name
 
+    @property
+    def series_count(self) -> int:
+        """Series files of the run."""
+        return len(self._series)
+
     # ingest
     def _write(self, lines: list[str]) -> None:
-        assert self._journal is not None, "run already finalised"
-        self._journal.write("\n".join(lines) + "\n")
-        self._journal.flush()  # a killed process keeps what the OS has
-        now = time.monotonic()
-        if now - self._last_sync >= _FSYNC_INTERVAL_S:  # a power cut keeps what was synced
-            os.fsync(self._journal.fileno())
-            self._last_sync = now
+        self._journal.append(lines)
 
     def _resource(self, attributes: dict[str, Any], lines: list[str]) -> str:
-        rid = hashlib.sha1(_dumps(sorted(attributes.items())).encode()).hexdigest()[:12]
+        last = self._last_resource
+        if last is not None and last[0] is attributes:
+            return last[1]
+        rid = resource_id(attributes)
         if rid not in self._resources:
             self._resources.add(rid)
-            lines.append(_dumps({"t": "resource", "id": rid, "attributes": attributes}))
+            lines.append(encode(journal.RESOURCE, {"id": rid, "attributes": attributes}))
+        self._last_resource = (attributes, rid)
         return rid
 
-    def _get_series(self, key: str, lines: list[str], **spec: Any) -> Series:
+    def _get_series(self, key: str, lines: list[str], size: int = 0, **spec: Any) -> Series:
         series = self._series.get(key)
         if series is None:
+            self.held_bytes += 400 + len(key) + 2 * len(spec["label"]) + size
             stem = local_name(spec["label"], 80)
             if spec.get("context"):
                 stem += "_" + local_name(spec["context"], 40)
-            relpath, n = f"{METRICS_DIR}/{stem}.csv", 1
-            taken = {s.relpath for s in self._series.values()}
-            while relpath in taken:
-                n += 1
-                relpath = f"{METRICS_DIR}/{stem}_{n}.csv"
+            relpath = f"{METRICS_DIR}/{self._paths.take(stem)}.csv"
             series = Series(key=key, relpath=relpath, **spec)
             self._series[key] = series
-            lines.append(_dumps({"t": "series", **_series_spec(series)}))
+            lines.append(encode(journal.SERIES, _series_spec(series)))
         return series
 
     def add_spans(self, records: Iterable[dict[str, Any]]) -> None:
@@ -127,7 +188,8 @@ class RunStore:
                 )
                 series.append_lines(self.dir, part.lines, part.values)
             rec["resource"] = rid
-            lines.append(_dumps({"t": "span", **rec}))
+            lines.append(encode(journal.SPAN, rec))
+        self._last_resource = None
         if lines:
             self._write(lines)
 
@@ -138,7 +200,10 @@ class RunStore:
         for p in points:
             rid = self._resource(p["resource"], lines)
             attrs = p["attributes"]
-            key = "metric|" + _dumps([p["name"], rid, sorted(attrs.items())])
+            # A digest, not the attributes themselves: a series' identity costs the same
+            # memory whatever the size of its attributes.
+            identity = journal.dumps([p["name"], rid, sorted(attrs.items())])
+            key = "metric|" + hashlib.sha1(identity.encode("utf-8", "surrogatepass")).hexdigest()
             histogram = p["type"] in ("histogram", "exponentialhistogram")
             if key not in self._series:
                 label = p["name"]
@@ -156,6 +221,7 @@ class RunStore:
                     attributes=attrs,
                     resource=rid,
                     columns=HISTOGRAM_COLUMNS if histogram else POINT_COLUMNS,
+                    size=2 * len(identity),
                 )
             series = self._series[key]
             start, t = p.get("start"), p["time"]
@@ -167,20 +233,19 @@ class RunStore:
             else:
                 row = (t, start, p["value"], ms)
             batches.setdefault(key, (series, []))[1].append(row)
-        for series, rows in batches.values():
-            series.append(self.dir, rows)
+        self._last_resource = None
+        # The journal first: a series row whose series line was refused would belong to
+        # nothing; a series line whose rows were refused is an empty series.
         if lines:
             self._write(lines)
+        for series, rows in batches.values():
+            series.append(self.dir, rows)
 
     # continuing a run in another process (``provtel serve`` after a restart)
     def close(self) -> None:
         """Close the journal *without* finalising: the run stays unfinished on disk and
         :meth:`reopen` continues it. Idempotent."""
-        if self._journal is not None:
-            self._journal.flush()
-            os.fsync(self._journal.fileno())
-            self._journal.close()
-            self._journal = None
+        self._journal.close()
 
     @classmethod
     def reopen(cls, run_dir: Path, formats: Iterable[str] = ("json",)) -> RunStore:
@@ -188,81 +253,76 @@ class RunStore:
 
         The series registry and the known resources are restored from the journal (as
         :func:`build_document` restores series), so new records append to the same series
-        files. What a killed writer may have torn is repaired first: a last journal line without
-        its newline is terminated (:func:`build_document` skips it), and a last CSV row without
-        its newline is cut.
+        files. What a killed writer may have torn is repaired first: a last journal line or CSV
+        row without its newline is cut, and a killed finalisation's spool is removed.
         """
-        journal = run_dir / JOURNAL
-        if (run_dir / DOCUMENT).exists():
+        journal_path = run_dir / JOURNAL
+        if is_finished(run_dir):
             raise FileExistsError(f"{run_dir} is already finalised ({DOCUMENT} exists)")
-        if not journal.is_file():
+        if not journal_path.is_file():
             raise FileNotFoundError(f"no {JOURNAL} in {run_dir}")
+        clean_stale(run_dir)
+        cut_torn_tail(journal_path)
         series: dict[str, Series] = {}
         resources: set[str] = set()
-        with open(journal, "rb+") as raw:
-            size = raw.seek(0, os.SEEK_END)
-            if size:
-                raw.seek(size - 1)
-                if raw.read(1) != b"\n":
-                    raw.write(b"\n")
-        with open(journal, encoding="utf-8") as lines:
-            for line in lines:
-                if line.startswith('{"t":"span"'):
-                    continue  # spans are only read at finalisation
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue
-                if rec.get("t") == "resource":
-                    resources.add(rec["id"])
-                elif rec.get("t") == "series":
-                    spec = {k: v for k, v in rec.items() if k != "t"}
-                    s = Series(**{**spec, "columns": tuple(spec["columns"])})
-                    _cut_torn_row(run_dir / s.relpath)
-                    s.rescan(run_dir)
-                    series[s.key] = s
+        for rec in journal.read(journal_path, kinds=(journal.RESOURCE, journal.SERIES)):
+            if rec.kind == journal.RESOURCE:
+                resources.add(rec.data["id"])
+            else:
+                s = _series_of(rec.data)
+                cut_torn_tail(run_dir / s.relpath)
+                s.rescan(run_dir)
+                series[s.key] = s
         store = cls(run_dir, formats)
         store._series = series
+        for s in series.values():
+            store._paths.reserve(s.relpath[len(METRICS_DIR) + 1 : -len(".csv")])
         store._resources = resources
         return store
 
     # finalisation
     def finalize(self, keep_journal: bool = False) -> Path:
-        """Write ``prov.json`` from the journal; the journal is removed unless it is kept for
-        a later merge (ranks of a job)."""
-        if self._journal is not None:
-            self._journal.close()
-            self._journal = None
+        """Write ``prov.json`` from the journal, and the extra formats beside it; the journal
+        is removed unless it is kept for a later merge (ranks of a job)."""
+        self._journal.close()
         path = build_document(self.dir, list(self._series.values()))
         if not keep_journal:
             (self.dir / JOURNAL).unlink(missing_ok=True)
+        write_extra_formats(path, self.formats)
         return path
 
 
-def recover(run_dir: Path) -> Path:
+def write_extra_formats(document: Path, formats: Iterable[str]) -> list[Path]:
+    """Write the requested formats besides ``json`` next to ``document``, private as the
+    document is."""
+    written = write_formats(document, tuple(formats))
+    for path in written:
+        with contextlib.suppress(OSError):
+            os.chmod(path, file_mode())
+    return written
+
+
+def resource_id(attributes: dict[str, Any]) -> str:
+    """The journal id of a resource: a digest of its attributes."""
+    text = journal.dumps(sorted(attributes.items()))
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+def recover(run_dir: Path, problems: list[str] | None = None) -> Path:
     """Write the document of a run whose process died (SIGKILL, power cut) from its journal.
 
     Everything the exporter had journaled is kept (spans end up in the journal within
     ``OTEL_BSP_SCHEDULE_DELAY``, 0.5 s under provtel's distro); the document is marked
-    incomplete. The journal stays, so recovery can be repeated.
+    incomplete. The journal stays, so recovery can be repeated. Journal lines that are not
+    records are skipped into ``problems``; :class:`JournalError` when none is a record.
     """
     if not (run_dir / JOURNAL).is_file():
         raise FileNotFoundError(f"no {JOURNAL} in {run_dir}: nothing to recover")
-    return build_document(run_dir, incomplete=True)
+    return build_document(run_dir, incomplete=True, problems=problems)
 
 
-def _cut_torn_row(path: Path) -> None:
-    """Cut a last row without its newline (a writer killed mid-row); drop a header-less file."""
-    if not path.is_file():
-        return
-    with open(path, "rb+") as f:
-        data = f.read()
-        if data.endswith(b"\n"):
-            return
-        end = data.rfind(b"\n") + 1
-        f.truncate(end)
-    if end == 0:
-        path.unlink()
+def _series_of(spec: dict[str, Any]) -> Series:
+    return Series(**{**spec, "columns": tuple(spec["columns"])})
 
 
 def _series_spec(series: Series) -> dict[str, Any]:
@@ -282,55 +342,67 @@ def _series_spec(series: Series) -> dict[str, Any]:
 
 
 def build_document(
-    run_dir: Path, series: list[Series] | None = None, incomplete: bool = False
+    run_dir: Path,
+    series: list[Series] | None = None,
+    incomplete: bool = False,
+    problems: list[str] | None = None,
 ) -> Path:
     """Stream ``run_dir``'s journal through the mapping into ``prov.json``.
 
     With ``series`` None (recovery), the series are read back from the journal and their
     summaries rebuilt from the files. ``incomplete`` marks the document as recovered from a
-    run that never finished.
+    run that never finished. Lines that are not records are skipped into ``problems``.
     """
-    return _build(run_dir, [(run_dir / JOURNAL, "", series)], incomplete)
-
-
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """The records of a JSON-lines journal; a line torn by a crash is skipped with a warning."""
-    with open(path, encoding="utf-8") as journal:
-        for line in journal:
-            try:
-                yield json.loads(line)
-            except ValueError:
-                logger.warning("provtel: skipping a torn journal line in %s", path)
+    return _build(run_dir, [(run_dir / JOURNAL, "", series)], incomplete, problems)
 
 
 def _build(
-    target: Path, sources: list[tuple[Path, str, list[Series] | None]], incomplete: bool
+    target: Path,
+    sources: list[tuple[Path, str, list[Series] | None]],
+    incomplete: bool,
+    problems: list[str] | None = None,
 ) -> Path:
     """Write ``target/prov.json`` from journals; ``prefix`` places each journal's series
     files relative to ``target`` (``rank0/`` when merging a job)."""
+    clean_stale(target)
+    skipped: list[str] = []
+    records = 0
     writer = ProvJsonWriter(target / DOCUMENT, prefixes(target.name))
     try:
         builder = DocumentBuilder(writer)
         all_series: list[Series] = []
         for path, prefix, known in sources:
             recovered: list[Series] = []
-            for rec in read_jsonl(path):
-                kind = rec.pop("t", None)
-                if kind == "span":
-                    builder.add_span(rec, rec.get("resource"))
-                elif kind == "resource":
-                    builder.add_resource(rec["id"], rec["attributes"])
-                elif kind == "series" and known is None:
-                    rec["relpath"] = prefix + rec["relpath"]
-                    s = Series(**{**rec, "columns": tuple(rec["columns"])})
+            found: list[str] = []
+            for rec in journal.read(path, found):
+                records += 1
+                data = rec.data
+                if rec.kind == journal.SPAN:
+                    builder.add_span(data, data.get("resource"))
+                elif rec.kind == journal.RESOURCE:
+                    builder.add_resource(data["id"], data["attributes"])
+                elif rec.kind == journal.SERIES and known is None:
+                    data["relpath"] = prefix + data["relpath"]
+                    s = _series_of(data)
                     s.rescan(target)
                     recovered.append(s)
+            skipped += [f"{path}: {p}" for p in found]
             all_series.extend(known if known is not None else recovered)
+        if skipped and not records:
+            first = skipped[0]
+            more = f" and {len(skipped) - 1} more unreadable line(s)" if len(skipped) > 1 else ""
+            raise JournalError(f"not a provtel journal: {first}{more}")
         builder.finish(all_series, incomplete=incomplete)
-        return writer.close()
+        path = writer.close()
     except BaseException:
         writer.abort()
         raise
+    if problems is not None:
+        problems.extend(skipped)
+    else:
+        for problem in skipped:
+            logger.warning("provtel: skipped %s", problem)
+    return path
 
 
 def rank_dirs(job_dir: Path) -> list[Path]:
@@ -343,7 +415,7 @@ def rank_dirs(job_dir: Path) -> list[Path]:
     return sorted((p for p in job_dir.iterdir() if (p / JOURNAL).is_file()), key=order)
 
 
-def merge_job(job_dir: Path) -> Path:
+def merge_job(job_dir: Path, problems: list[str] | None = None) -> Path:
     """Write one job-level ``prov.json`` from the journals of all its rank folders.
 
     Every rank's activities are kept, labelled ``provtel:rank``; series files stay in the rank
@@ -353,11 +425,16 @@ def merge_job(job_dir: Path) -> Path:
     ranks = rank_dirs(job_dir)
     if not ranks:
         raise FileNotFoundError(f"no rank folders with a {JOURNAL} under {job_dir}")
-    incomplete = any(not (r / DOCUMENT).is_file() for r in ranks)
-    return _build(job_dir, [(r / JOURNAL, r.name + "/", None) for r in ranks], incomplete)
+    incomplete = any(not is_finished(r) for r in ranks)
+    sources: list[tuple[Path, str, list[Series] | None]] = [
+        (r / JOURNAL, r.name + "/", None) for r in ranks
+    ]
+    return _build(job_dir, sources, incomplete, problems)
 
 
-def merge_when_complete(job_dir: Path, world_size: int) -> Path | None:
+def merge_when_complete(
+    job_dir: Path, world_size: int, formats: Iterable[str] = ("json",)
+) -> Path | None:
     """Merge the job if all ``world_size`` ranks have written their documents.
 
     Each rank calls this after writing its own document, so the last one to finish always
@@ -371,4 +448,6 @@ def merge_when_complete(job_dir: Path, world_size: int) -> Path | None:
     except FileExistsError:
         return None
     os.close(fd)
-    return merge_job(job_dir)
+    merged = merge_job(job_dir)
+    write_extra_formats(merged, formats)
+    return merged

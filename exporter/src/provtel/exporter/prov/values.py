@@ -28,6 +28,49 @@ def local_name(text: str, limit: int = 120) -> str:
     return name
 
 
+class UniqueNames:
+    """Hands out unique names: ``x``, then ``x_2``, ``x_3`` ... for each name asked again.
+
+    Each name is found in amortised O(1) (a counter per name, not a scan), and the search
+    always ends: with a ``limit``, the name is cut to make room for its suffix, so a suffix can
+    never be truncated away (names that differ only beyond the limit still get distinct ids).
+    Names passed in should already be safe (:func:`local_name`).
+    """
+
+    __slots__ = ("_next", "_taken", "limit")
+
+    def __init__(self, limit: int | None = 120) -> None:
+        self.limit = limit
+        self._taken: set[str] = set()
+        self._next: dict[str, int] = {}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._taken
+
+    def reserve(self, name: str) -> None:
+        """Mark ``name`` as taken (restored from disk, or the caller's own)."""
+        self._taken.add(name)
+
+    def take(self, name: str) -> str:
+        """A name not handed out before: ``name`` itself when free."""
+        if self.limit is not None:
+            name = name[: self.limit]
+        if name not in self._taken:
+            self._taken.add(name)
+            return name
+        n = self._next.get(name, 1)
+        while True:
+            n += 1
+            suffix = f"_{n}"
+            head = name if self.limit is None else name[: self.limit - len(suffix)]
+            candidate = head + suffix
+            if candidate not in self._taken:
+                break
+        self._next[name] = n
+        self._taken.add(candidate)
+        return candidate
+
+
 def clean_string(text: str) -> str:
     """Make a string representable in every PROV serialisation.
 

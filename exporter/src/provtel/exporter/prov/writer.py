@@ -16,6 +16,8 @@ from typing import IO, Any
 
 import orjson
 
+from provtel.exporter.prov.files import open_private
+
 #: Record kinds in the order they appear in the document.
 ELEMENT_KINDS = ("entity", "activity", "agent")
 RELATION_KINDS = (
@@ -53,6 +55,9 @@ _BLANK_PREFIX = {
 }
 
 _BATCH = 1024
+#: Name prefix of the spool folder beside a document being written (a killed writer leaves it;
+#: :func:`provtel.exporter.prov.store.clean_stale` removes it).
+SPOOL_PREFIX = ".prov-spool-"
 
 
 class _Spool:
@@ -80,7 +85,7 @@ class ProvJsonWriter:
     def __init__(self, path: str | os.PathLike[str], prefixes: dict[str, str]) -> None:
         self.path = Path(path)
         self.prefixes = dict(prefixes)
-        self._spool_dir = Path(tempfile.mkdtemp(prefix=".prov-spool-", dir=self.path.parent))
+        self._spool_dir = Path(tempfile.mkdtemp(prefix=SPOOL_PREFIX, dir=self.path.parent))
         self._spools: dict[str, _Spool] = {}
         self._blank = dict.fromkeys(RELATION_KINDS, 0)
         self.records = 0
@@ -111,7 +116,7 @@ class ProvJsonWriter:
         """Write the document and atomically move it to ``path``; return the path."""
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
-            with open(tmp, "wb") as out:
+            with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_TRUNC), "wb") as out:
                 out.write(b'{"prefix":' + orjson.dumps(self.prefixes))
                 for kind in (*ELEMENT_KINDS, *RELATION_KINDS):
                     spool = self._spools.get(kind)

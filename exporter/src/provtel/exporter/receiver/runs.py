@@ -29,6 +29,16 @@ does not close the run; otherwise one root is enough. Metric points keep a run f
 but do not delay the grace period (a notebook kernel keeps exporting metrics after its run
 ended). A span for a trace whose run was already finalised starts a new run (logged).
 
+**One writer per output folder.** A router holds an exclusive ``flock`` on
+``<output>/.provtel.lock`` from its creation to :meth:`Router.close`, so a second ``provtel serve``
+(or ``provtel convert``) on the same ``--output`` fails at start with :class:`OutputInUse` instead
+of both accepting and losing data. The kernel drops the lock when the process dies.
+
+**Memory is bounded in bytes.** A pending resource costs a fixed few hundred bytes in memory
+(its keys and file; its attributes and points stay on disk), the pending files together at most
+``max_pending_bytes``; the series the open runs hold (identity, label, attributes) at most
+``max_series_bytes``; beyond either, requests are refused with :class:`Overloaded` (retry).
+
 **Restarts.** Everything is journaled before :meth:`Router.add_spans` / :meth:`add_metrics`
 return, and the receiver acknowledges only after they return. :meth:`Router.recover` reopens
 every folder with a ``receiver.json``, a journal and no ``prov.json``
@@ -42,6 +52,8 @@ serialises it anyway); building a document runs outside it.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -53,14 +65,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provtel.exporter.prov.formats import write_formats
+from provtel.exporter.prov import journal
+from provtel.exporter.prov.files import (
+    append_lines,
+    make_dir,
+    make_dirs,
+    open_private,
+    write_private,
+)
 from provtel.exporter.prov.otlp import ResourcePoints
 from provtel.exporter.prov.store import (
-    DOCUMENT,
     JOURNAL,
     RunStore,
+    clean_stale,
     create_run_dir,
-    read_jsonl,
+    is_finished,
 )
 from provtel.exporter.prov.values import local_name
 from provtel.semconv import attributes as sc
@@ -71,6 +90,12 @@ logger = logging.getLogger(__name__)
 MARKER = "receiver.json"
 #: Folder (under the output directory) of metric points waiting for their run.
 PENDING_DIR = ".pending"
+#: The lock file of an output folder (one router at a time).
+LOCK_FILE = ".provtel.lock"
+
+
+class OutputInUse(OSError):
+    """Another router (``provtel serve`` or ``provtel convert``) holds the output folder."""
 
 
 class Overloaded(Exception):
@@ -81,15 +106,11 @@ class Overloaded(Exception):
         self.retry_after_s = retry_after_s
 
 
-def _dumps(obj: Any) -> str:
-    # As RunStore's journal: stdlib json keeps NaN/Infinity.
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
-
-
 def resource_keys(attributes: dict[str, Any]) -> tuple[str, ...]:
     """The keys a resource is matched by: its whole attribute set, and its
     ``service.instance.id`` when it has one."""
-    digest = hashlib.sha1(_dumps(sorted(attributes.items())).encode()).hexdigest()
+    text = journal.dumps(sorted(attributes.items()))
+    digest = hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
     sid = attributes.get("service.instance.id")
     return (f"res:{digest}", f"sid:{sid}") if sid else (f"res:{digest}",)
 
@@ -123,26 +144,6 @@ def run_name(record: dict[str, Any]) -> str:
         or "run"
     )
     return local_name(str(name), 40)
-
-
-class ReceiverStore(RunStore):
-    """A :class:`RunStore` that hashes each resource once per request, not once per record.
-
-    The records the receiver converts from one request share one resource dict; the store
-    identifies a resource by a SHA-1 of its sorted attributes (~6 µs, a third of the cost of
-    ingesting a span), so remembering the last dict it hashed (by identity, holding a reference
-    so the identity cannot be reused) saves that for every record after the first.
-    """
-
-    _last: tuple[dict[str, Any], str] | None = None
-
-    def _resource(self, attributes: dict[str, Any], lines: list[str]) -> str:
-        last = self._last
-        if last is not None and last[0] is attributes:
-            return last[1]
-        rid = super()._resource(attributes, lines)
-        self._last = (attributes, rid)
-        return rid
 
 
 @dataclass(eq=False)
@@ -183,24 +184,29 @@ class Run:
             self.roots.add(_process(resource))
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Pending:
+    # Deliberately small: the resource's attributes and points stay in the file.
     path: Path
     keys: tuple[str, ...]
-    resource: dict[str, Any]
     last: float
     points: int = 0
+    size: int = 0
 
 
 class PendingMetrics:
-    """Metric points of resources no run has claimed yet, kept on disk (one file a resource)."""
+    """Metric points of resources no run has claimed yet, kept on disk (one file a resource),
+    bounded in resources and in bytes on disk."""
 
-    def __init__(self, directory: Path, max_resources: int) -> None:
+    def __init__(self, directory: Path, max_resources: int, max_bytes: int = 1 << 30) -> None:
         self.dir = directory
         self.max_resources = max_resources
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._entries: dict[str, _Pending] = {}  # "res:" key -> entry
         self._by_key: dict[str, set[str]] = {}  # any key -> "res:" keys
         self._expired = 0
+        self._points = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -208,14 +214,18 @@ class PendingMetrics:
     @property
     def points(self) -> int:
         """Points waiting, over all resources."""
-        return sum(e.points for e in self._entries.values())
+        return self._points
 
     def _index(self, entry: _Pending) -> None:
+        self.bytes += entry.size
+        self._points += entry.points
         self._entries[entry.keys[0]] = entry
         for key in entry.keys:
             self._by_key.setdefault(key, set()).add(entry.keys[0])
 
     def _remove(self, entry: _Pending) -> None:
+        self.bytes -= entry.size
+        self._points -= entry.points
         del self._entries[entry.keys[0]]
         for key in entry.keys:
             owners = self._by_key.get(key)
@@ -224,25 +234,38 @@ class PendingMetrics:
                 if not owners:
                     del self._by_key[key]
 
-    def room_for(self, keys: Iterable[tuple[str, ...]]) -> bool:
-        """Whether the resources with these keys can all be held."""
+    def room_for(self, keys: Iterable[tuple[str, ...]], nbytes: int = 0) -> bool:
+        """Whether the resources with these keys, and ``nbytes`` more on disk, can be held."""
         new = {k[0] for k in keys if k[0] not in self._entries}
-        return len(self._entries) + len(new) <= self.max_resources
+        if len(self._entries) + len(new) > self.max_resources:
+            return False
+        return self.bytes + nbytes <= self.max_bytes
 
-    def add(self, keys: tuple[str, ...], group: ResourcePoints, now: float) -> None:
-        """Append one resource's points to its pending file."""
+    @staticmethod
+    def encode(group: ResourcePoints) -> bytes:
+        """The pending-file line of one resource's points."""
+        points = [{k: v for k, v in p.items() if k != "resource"} for p in group.points]
+        line = journal.encode(journal.POINTS, {"resource": group.resource, "points": points})
+        return (line + "\n").encode("utf-8", "surrogatepass")
+
+    def add(
+        self, keys: tuple[str, ...], group: ResourcePoints, now: float, line: bytes | None = None
+    ) -> None:
+        """Append one resource's points to its pending file (``line``: :meth:`encode`'s)."""
         entry = self._entries.get(keys[0])
         if entry is None:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.dir.parent)
+            make_dir(self.dir, exist_ok=True)
             name = keys[0].split(":", 1)[1] + ".jsonl"  # a hex digest: a safe file name
-            entry = _Pending(self.dir / name, keys, group.resource, now)
+            entry = _Pending(self.dir / name, keys, now)
             self._index(entry)
-        points = [{k: v for k, v in p.items() if k != "resource"} for p in group.points]
-        with open(entry.path, "a", encoding="utf-8") as out:
-            out.write(_dumps({"resource": group.resource, "points": points}) + "\n")
-            out.flush()
+        data = line if line is not None else self.encode(group)
+        append_lines(entry.path, data)
         entry.last = now
-        entry.points += len(points)
+        entry.points += len(group.points)
+        entry.size += len(data)
+        self._points += len(group.points)
+        self.bytes += len(data)
 
     def claim(self, key: str) -> list[list[dict[str, Any]]]:
         """Take the points of every resource matching ``key``, oldest first."""
@@ -279,8 +302,9 @@ class PendingMetrics:
                 path.unlink(missing_ok=True)
                 continue
             resource = batches[0][0]["resource"]
-            entry = _Pending(path, resource_keys(resource), resource, now)
+            entry = _Pending(path, resource_keys(resource), now)
             entry.points = sum(len(b) for b in batches)
+            entry.size = path.stat().st_size
             self._index(entry)
 
     def leftovers(self) -> list[Path]:
@@ -291,9 +315,9 @@ class PendingMetrics:
 def _read_pending(path: Path) -> list[list[dict[str, Any]]]:
     batches = []
     try:
-        for rec in read_jsonl(path):
-            resource = rec["resource"]
-            batches.append([{"resource": resource, **p} for p in rec["points"]])
+        for rec in journal.read(path, kinds=(journal.POINTS,)):
+            resource = rec.data["resource"]
+            batches.append([{"resource": resource, **p} for p in rec.data["points"]])
     except FileNotFoundError:
         pass
     return batches
@@ -314,6 +338,8 @@ class Router:
         idle_s: float = 1800.0,
         max_runs: int = 256,
         max_pending_resources: int = 10_000,
+        max_pending_bytes: int = 1 << 30,
+        max_series_bytes: int = 256 << 20,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.output_dir = Path(output_dir)
@@ -321,8 +347,12 @@ class Router:
         self.grace_s = grace_s
         self.idle_s = idle_s
         self.max_runs = max_runs
+        self.max_series_bytes = max_series_bytes
         self.clock = clock
-        self.pending = PendingMetrics(self.output_dir / PENDING_DIR, max_pending_resources)
+        self._lock_fd: int | None = _lock_output(self.output_dir)
+        self.pending = PendingMetrics(
+            self.output_dir / PENDING_DIR, max_pending_resources, max_pending_bytes
+        )
         self._runs: dict[str, Run] = {}
         self._by_key: dict[str, Run] = {}
         self._finalised_traces: dict[str, None] = {}  # recent, to explain late spans
@@ -389,17 +419,27 @@ class Router:
         keyed = [(resource_keys(g.resource), g) for g in groups]
         with self._lock:
             self._check_open()
-            unmatched = [k for k, _ in keyed if self._match(k) is None]
-            if unmatched and not self.pending.room_for(unmatched):
-                raise Overloaded(
-                    f"metrics of {len(self.pending)} resources without a run are pending "
-                    f"(at most {self.pending.max_resources})"
-                )
+            lines = {id(g): self.pending.encode(g) for k, g in keyed if self._match(k) is None}
+            if lines:
+                unmatched = [k for k, g in keyed if id(g) in lines]
+                if not self.pending.room_for(unmatched, sum(map(len, lines.values()))):
+                    raise Overloaded(
+                        f"metrics of {len(self.pending)} resources without a run are pending "
+                        f"({self.pending.bytes >> 20} MiB; at most {self.pending.max_resources} "
+                        f"resources and {self.pending.max_bytes >> 20} MiB)"
+                    )
+            if len(lines) < len(keyed):
+                held = sum(r.store.held_bytes for r in self._runs.values())
+                if held > self.max_series_bytes:
+                    raise Overloaded(
+                        f"the open runs hold {held >> 20} MiB of series "
+                        f"(at most {self.max_series_bytes >> 20} MiB)"
+                    )
             now = self.clock()
             for keys, group in keyed:
                 run = self._match(keys)
                 if run is None:
-                    self.pending.add(keys, group, now)
+                    self.pending.add(keys, group, now, lines.get(id(group)))
                     continue
                 run.store.add_metric_points(group.points)
                 run.points += len(group.points)
@@ -424,10 +464,8 @@ class Router:
                 trace,
             )
         directory = create_run_dir(self.output_dir, f"{run_name(first)}-{trace[:8]}")
-        tmp = directory / (MARKER + ".tmp")
-        tmp.write_text(json.dumps({"trace_id": trace}), encoding="utf-8")
-        os.replace(tmp, directory / MARKER)
-        run = Run(trace, ReceiverStore(directory, self.formats), now, now)
+        write_private(directory / MARKER, json.dumps({"trace_id": trace}).encode())
+        run = Run(trace, RunStore(directory, self.formats), now, now)
         self._runs[trace] = run
         logger.info("provtel serve: run %s opened for trace %s", directory.name, trace)
         return run
@@ -509,7 +547,6 @@ class Router:
     def _finalize(self, store: RunStore) -> Path | None:
         try:
             doc = store.finalize()
-            write_formats(doc, self.formats)
         except Exception:
             logger.exception(
                 "provtel serve: cannot finalise %s; its journal is kept and the next start retries",
@@ -528,7 +565,7 @@ class Router:
         resource = batches[0][0]["resource"]
         name = local_name(str(resource.get("service.name") or "unknown_service"), 40)
         try:
-            store = ReceiverStore(create_run_dir(self.output_dir, f"{name}-metrics"), self.formats)
+            store = RunStore(create_run_dir(self.output_dir, f"{name}-metrics"), self.formats)
             for points in batches:
                 store.add_metric_points(points)
         except OSError:
@@ -552,17 +589,21 @@ class Router:
             self.pending.recover(now)
             for marker in sorted(self.output_dir.glob(f"*/{MARKER}")):
                 directory = marker.parent
-                if (directory / DOCUMENT).exists():
+                if is_finished(directory):
+                    clean_stale(directory)  # killed between the document and the clean-up
                     marker.unlink(missing_ok=True)  # finalised; the marker outlived a crash
                     continue
                 try:
-                    trace = str(json.loads(marker.read_text(encoding="utf-8"))["trace_id"])
+                    trace = str(json.loads(marker.read_bytes())["trace_id"])
                     if (directory / JOURNAL).exists():
-                        store = ReceiverStore.reopen(directory, self.formats)
+                        store = RunStore.reopen(directory, self.formats)
                     else:
-                        store = ReceiverStore(directory, self.formats)
-                except (OSError, ValueError, KeyError, TypeError):
-                    logger.exception("provtel serve: cannot reopen %s; left as it is", directory)
+                        clean_stale(directory)
+                        store = RunStore(directory, self.formats)
+                except (OSError, ValueError, KeyError, TypeError) as exc:
+                    logger.error(
+                        "provtel serve: cannot reopen %s (%s); left as it is", directory, exc
+                    )
                     continue
                 if trace in self._runs:
                     logger.warning(
@@ -592,7 +633,8 @@ class Router:
 
     def close(self) -> None:
         """Close every open run's journal without finalising (a restart continues them);
-        later records are refused with :class:`Overloaded`."""
+        later records are refused with :class:`Overloaded`. The output folder is unlocked.
+        Idempotent."""
         with self._lock:
             self._closed = True
             for run in self._runs.values():
@@ -600,6 +642,31 @@ class Router:
                     run.store.close()
                 except OSError:
                     logger.exception("provtel serve: cannot close %s", run.dir)
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # releases the flock
+                self._lock_fd = None
+
+
+def _lock_output(output_dir: Path) -> int:
+    """Take the output folder's exclusive lock; :class:`OutputInUse` when another process has
+    it. Returns the lock file's descriptor (closing it releases the lock)."""
+    make_dirs(output_dir)
+    path = output_dir / LOCK_FILE
+    fd = open_private(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "another process"
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise OutputInUse(
+                f"{output_dir} is in use by another provtel receiver or converter ({holder}); "
+                "give each one its own --output"
+            ) from None
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def _scan_journal(path: Path) -> tuple[dict[str, dict[str, Any]], set[str], int]:
@@ -608,21 +675,11 @@ def _scan_journal(path: Path) -> tuple[dict[str, dict[str, Any]], set[str], int]
     resources: dict[str, dict[str, Any]] = {}
     roots: set[str] = set()
     spans = 0
-    with open(path, encoding="utf-8") as journal:
-        for line in journal:
-            if line.startswith('{"t":"span"'):
-                spans += 1
-                if '"parent_span_id":null' in line or '"parent_is_remote":true' in line:
-                    try:
-                        rec = json.loads(line)
-                    except ValueError:
-                        continue
-                    if _is_root(rec):
-                        roots.add(str(rec.get("resource")))
-            elif line.startswith('{"t":"resource"'):
-                try:
-                    rec = json.loads(line)
-                    resources[rec["id"]] = rec["attributes"]
-                except (ValueError, KeyError):
-                    pass
+    for rec in journal.read(path):
+        if rec.kind == journal.SPAN:
+            spans += 1
+            if _is_root(rec.data):
+                roots.add(str(rec.data.get("resource")))
+        elif rec.kind == journal.RESOURCE:
+            resources[rec.data["id"]] = rec.data["attributes"]
     return resources, roots, spans

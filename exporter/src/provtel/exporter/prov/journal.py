@@ -1,0 +1,297 @@
+"""The run journal, ``journal.jsonl``: the one place that writes and reads its lines.
+
+The in-process exporter, ``provtel serve``, ``provtel recover`` and ``provtel merge`` all use
+this module, so there is one line format and one record type (:class:`Record`), produced by
+:func:`decode` and nowhere else.
+
+Format: UTF-8 JSON, one object per line, its type first: ``{"t":"resource",...}``,
+``{"t":"series",...}``, ``{"t":"span",...}`` or, in the receiver's pending files,
+``{"t":"points",...}`` (the span fields are those of
+:mod:`provtel.exporter.prov.records`, with ``resource`` the id of a resource record). Python's
+``json`` writes NaN and infinities as ``NaN``/``Infinity`` and reads them back; lone surrogates
+in strings survive (``surrogatepass``).
+
+Writing (:class:`JournalWriter`): each batch of lines is one ``write``, cut back whole when it
+fails or lands partially (:class:`~provtel.exporter.prov.files.AppendFile`); opening an existing
+journal cuts a torn last line first. Reading (:func:`read`): streams bytes, never decodes more
+than one line at a time, skips a torn last line silently and every line that is not a valid
+record with a ``line N: reason`` problem -- never an exception for what is in the file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from provtel.exporter.prov.files import AppendFile, RawFile, cut_torn_tail
+
+logger = logging.getLogger(__name__)
+
+JOURNAL = "journal.jsonl"
+RESOURCE = "resource"
+SERIES = "series"
+SPAN = "span"
+#: Metric points of one resource waiting for their run (the receiver's ``.pending`` files).
+POINTS = "points"
+#: Longest journal line read; longer ones are skipped as a problem (a span is at most a
+#: receiver request, 4 MiB of protobuf by default).
+MAX_LINE_BYTES = 64 * 1024 * 1024
+_FSYNC_INTERVAL_S = 1.0
+_TIME_LIMIT = 2**63  # nanoseconds: what OTLP's fixed64 times and datetime both hold
+_SERIES_PATH = re.compile(r"metrics/[A-Za-z0-9_][A-Za-z0-9_.\-]*\.csv")
+
+
+class JournalError(ValueError):
+    """A journal line that is not a record (the reason is the message)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One journal record: its type (``resource``, ``series``, ``span``) and its fields."""
+
+    kind: str
+    data: dict[str, Any]
+
+
+def _dumps(obj: Any) -> str:
+    # stdlib json keeps NaN/Infinity (orjson would write null), and journal lines are small:
+    # the per-step arrays go to series files, never here.
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def encode(kind: str, data: dict[str, Any]) -> str:
+    """The journal line (without its newline) of a record of type ``kind``."""
+    body = _dumps(data)
+    return f'{{"t":"{kind}"' + ("," + body[1:] if len(body) > 2 else "}")
+
+
+def dumps(obj: Any) -> str:
+    """The compact JSON the journal uses (for digests of the same values)."""
+    return _dumps(obj)
+
+
+# -- checks: what a record of each type must hold ---------------------------------------------
+
+
+def _need(data: dict[str, Any], key: str, types: type | tuple[type, ...], what: str) -> None:
+    value = data.get(key)
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in _tuple(types)):
+        raise JournalError(f"{key} must be {what}, not {_show(value)}")
+
+
+def _tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "missing"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _time(data: dict[str, Any], key: str, optional: bool) -> None:
+    value = data.get(key)
+    if value is None and optional:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < _TIME_LIMIT:
+        raise JournalError(f"{key} must be nanoseconds since 1970 (an integer), not {_show(value)}")
+
+
+def _optional(data: dict[str, Any], key: str, types: type | tuple[type, ...], what: str) -> None:
+    if data.get(key) is not None:
+        _need(data, key, types, what)
+
+
+def _check_span(data: dict[str, Any]) -> None:
+    _need(data, "trace_id", str, "a hex trace id")
+    _need(data, "span_id", str, "a hex span id")
+    if not data["span_id"]:
+        raise JournalError("span_id must be a hex span id, not empty")
+    _optional(data, "parent_span_id", str, "a hex span id")
+    _time(data, "start", optional=False)
+    _time(data, "end", optional=True)
+    for key in ("name", "kind", "status", "status_description", "resource"):
+        _optional(data, key, str, "a string")
+    _optional(data, "attributes", dict, "an object")
+    _optional(data, "scope", dict, "an object")
+    for key in ("events", "links"):
+        _optional(data, key, list, "a list")
+        if not all(
+            isinstance(e, dict) and isinstance(e.get("attributes", {}), dict)
+            for e in data.get(key) or ()
+        ):
+            raise JournalError(f"{key} must be a list of objects with attributes")
+
+
+def _check_resource(data: dict[str, Any]) -> None:
+    _need(data, "id", str, "a string")
+    _need(data, "attributes", dict, "an object")
+
+
+def _check_series(data: dict[str, Any]) -> None:
+    for key in ("key", "label", "relpath"):
+        _need(data, key, str, "a string")
+    if not _SERIES_PATH.fullmatch(data["relpath"]):
+        raise JournalError(f"relpath must be metrics/<name>.csv, not {_show(data['relpath'])}")
+    columns = data.get("columns")
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        raise JournalError("columns must be a list of names")
+    for key in ("context", "trace_id", "resource"):
+        _optional(data, key, str, "a string")
+    for key in ("source", "unit", "description"):
+        _optional(data, key, str, "a string")
+    _optional(data, "attributes", dict, "an object")
+    known = {
+        "key", "label", "context", "source", "unit", "relpath", "columns", "description",
+        "attributes", "trace_id", "resource",
+    }  # fmt: skip
+    for extra in [k for k in data if k not in known]:
+        del data[extra]  # written by a newer provtel: what this one does not know is ignored
+
+
+def _check_points(data: dict[str, Any]) -> None:
+    _need(data, "resource", dict, "an object")
+    _need(data, "points", list, "a list")
+    for point in data["points"]:
+        if not isinstance(point, dict):
+            raise JournalError("points must be objects")
+        for key in ("name", "type", "unit", "description"):
+            _need(point, key, str, "a string")
+        _need(point, "attributes", dict, "an object")
+        _time(point, "time", optional=True)
+        _time(point, "start", optional=True)
+        if point["type"] in ("histogram", "exponentialhistogram"):
+            missing = [k for k in ("count", "sum", "min", "max") if k not in point]
+        else:
+            missing = [k for k in ("value",) if k not in point]
+        if missing:
+            raise JournalError(f"a {point['type']} point needs {', '.join(missing)}")
+
+
+_CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
+    SPAN: _check_span,
+    RESOURCE: _check_resource,
+    SERIES: _check_series,
+    POINTS: _check_points,
+}
+
+
+def _constant(name: str) -> float:
+    return float(name)  # NaN, Infinity, -Infinity: what json.dumps writes for them
+
+
+def decode(line: bytes) -> Record:
+    """The record of one journal line; :class:`JournalError` (with the reason) otherwise."""
+    try:
+        text = line.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError as exc:
+        raise JournalError(f"not UTF-8 (byte {exc.start})") from None
+    try:
+        obj = json.loads(text, parse_constant=_constant)
+    except RecursionError:
+        raise JournalError("nested too deeply") from None
+    except ValueError as exc:
+        raise JournalError(f"not JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise JournalError(f"not a journal record (a JSON {type(obj).__name__})")
+    kind = obj.pop("t", None)
+    check = _CHECKS.get(kind) if isinstance(kind, str) else None
+    if check is None:
+        raise JournalError(f"not a journal record (type {_show(kind)})")
+    check(obj)
+    return Record(kind, obj)
+
+
+def read(
+    path: Path,
+    problems: list[str] | None = None,
+    kinds: Collection[str] | None = None,
+) -> Iterator[Record]:
+    """The records of a journal, in order.
+
+    A last line without its newline (torn by a kill or a full disk) is skipped silently. Every
+    other line that is not a valid record is skipped, and ``line N: reason`` goes to
+    ``problems`` (or, without a list, is logged as a warning). ``kinds`` limits what is decoded:
+    span lines, most of a journal, are skipped unread when spans are not wanted.
+    """
+    skip_spans = kinds is not None and SPAN not in kinds
+    with open(path, "rb") as src:
+        lineno = 0
+        while True:
+            line = src.readline(MAX_LINE_BYTES + 1)
+            if not line:
+                return
+            lineno += 1
+            if not line.endswith(b"\n"):
+                if len(line) <= MAX_LINE_BYTES:
+                    logger.debug("provtel: %s ends with a torn line; skipped", path)
+                    return
+                while line and not line.endswith(b"\n"):  # skip the rest, a block at a time
+                    line = src.readline(1 << 20)
+                _problem(problems, path, lineno, f"longer than {MAX_LINE_BYTES >> 20} MiB")
+                continue
+            if skip_spans and line.startswith(b'{"t":"span"'):
+                continue
+            if line.strip() == b"":
+                continue
+            try:
+                record = decode(line)
+            except JournalError as exc:
+                _problem(problems, path, lineno, str(exc))
+                continue
+            if kinds is None or record.kind in kinds:
+                yield record
+
+
+def _problem(problems: list[str] | None, path: Path, lineno: int, reason: str) -> None:
+    if problems is None:
+        logger.warning("provtel: %s line %d skipped: %s", path, lineno, reason)
+    else:
+        problems.append(f"line {lineno}: {reason}")
+
+
+class JournalWriter:
+    """Appends records to a journal; not thread-safe (the run store serialises)."""
+
+    def __init__(self, path: Path, raw: RawFile | None = None) -> None:
+        self.path = path
+        if raw is None:
+            cut = cut_torn_tail(path)
+            if cut:
+                logger.info("provtel: cut a torn last line (%d bytes) off %s", cut, path)
+        self._file: AppendFile | None = AppendFile(path, raw)
+        self._last_sync = time.monotonic()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._file is None
+
+    def append(self, lines: list[str]) -> None:
+        """Append lines made by :func:`encode`, all or none; raises the ``OSError`` of a
+        failed write (the journal is then as it was before the call)."""
+        if self._file is None:
+            raise ValueError(f"{self.path} is closed")
+        self._file.append(("\n".join(lines) + "\n").encode("utf-8", "surrogatepass"))
+        now = time.monotonic()
+        if now - self._last_sync >= _FSYNC_INTERVAL_S:  # a power cut keeps what was synced
+            self._file.sync()
+            self._last_sync = now
+
+    def close(self, sync: bool = True) -> None:
+        """Close the journal (``fsync`` first when ``sync``). Idempotent."""
+        if self._file is None:
+            return
+        out, self._file = self._file, None
+        try:
+            if sync:
+                out.sync()
+        finally:
+            out.close()

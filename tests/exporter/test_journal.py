@@ -1,0 +1,289 @@
+"""The journal: line-atomic appends on a full disk, torn tails, hostile journals, stale spools,
+private files (issue 12, items 2, 10, 12, 14)."""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from provtel.exporter.prov import journal
+from provtel.exporter.prov.store import JOURNAL, RunStore, create_run_dir
+from provtel.exporter.prov.validate import assert_valid
+from tests.support import provtel_cli
+
+BASE = 1_795_000_000_000_000_000
+
+
+def span(n: int, parent: str | None = "a" * 16, **attributes: Any) -> dict[str, Any]:
+    """A span record as the exporter and the receiver build them."""
+    return {
+        "trace_id": "1" * 32,
+        "span_id": f"{n:016x}",
+        "parent_span_id": parent,
+        "name": f"epoch {n}",
+        "kind": "INTERNAL",
+        "start": BASE + n,
+        "end": BASE + n + 10,
+        "status": "UNSET",
+        "status_description": None,
+        "attributes": {"ml.activity": "epoch", **attributes},
+        "events": [],
+        "links": [],
+        "scope": {"name": "test", "version": None},
+        "resource": {"service.name": "svc", "process.owner": "alice"},
+    }
+
+
+class FullDisk(io.FileIO):
+    """A journal file on a disk that fills up: the next write lands partially (what fits),
+    then fails with ENOSPC, as the kernel does; ``room`` more bytes fit after the user frees
+    space."""
+
+    def __init__(self, path: Path, room: int) -> None:
+        super().__init__(path, "ab")
+        self.room = room
+
+    def write(self, data: Any, /) -> int:
+        if self.room is None:
+            return super().write(data)
+        if self.room <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        n = super().write(bytes(data[: self.room]))
+        self.room -= n
+        return n
+
+
+def activities(doc: dict[str, Any]) -> set[str]:
+    return {a["prov:label"] for a in doc["activity"].values() if "otel:span_id" in a}
+
+
+def test_a_full_disk_mid_write_never_glues_a_refused_line_to_the_next(tmp_path: Path) -> None:
+    run_dir = create_run_dir(tmp_path, "full")
+    disk = FullDisk(run_dir / JOURNAL, room=1500)
+    store = RunStore(run_dir, journal_file=disk)
+    store.add_spans([span(1)])  # fits
+    message = "débordement ✓ " * 200  # non-ASCII: the cut lands inside a multi-byte character
+    with pytest.raises(OSError, match="No space left"):
+        store.add_spans([span(2, status_description=message)])
+    assert (run_dir / JOURNAL).read_bytes().endswith(b"\n")  # cut back at once
+    disk.room = None  # the user frees space; the next requests are acknowledged
+    store.add_spans([span(3)])
+    store.add_spans([span(4, status_description=message)])
+    doc = assert_valid(store.finalize())
+    assert activities(doc) == {"epoch 1", "epoch 3", "epoch 4"}
+
+
+def test_a_refused_write_that_cannot_be_cut_yet_is_cut_before_the_next(tmp_path: Path) -> None:
+    class Stuck(FullDisk):
+        cuts = 0
+
+        def truncate(self, size: Any = None, /) -> int:
+            self.cuts += 1
+            if self.cuts == 1:
+                raise OSError(errno.EIO, "I/O error")
+            return super().truncate(size)
+
+    run_dir = create_run_dir(tmp_path, "stuck")
+    disk = Stuck(run_dir / JOURNAL, room=900)
+    store = RunStore(run_dir, journal_file=disk)
+    with pytest.raises(OSError):
+        store.add_spans([span(1, note="x" * 2000)])
+    assert not (run_dir / JOURNAL).read_bytes().endswith(b"\n")  # the torn line is still there
+    disk.room = None
+    store.add_spans([span(2)])
+    doc = assert_valid(store.finalize())
+    assert activities(doc) == {"epoch 2"}
+
+
+def test_reopen_and_recover_cut_a_tail_torn_inside_a_character(tmp_path: Path) -> None:
+    run_dir = create_run_dir(tmp_path, "torn")
+    store = RunStore(run_dir)
+    store.add_spans([span(1)])
+    store.close()
+    line = journal.encode(journal.SPAN, {**span(2), "status_description": "é" * 50}).encode()
+    with open(run_dir / JOURNAL, "ab") as out:
+        out.write(line[: line.index("é".encode()) + 1])  # half of a two-byte character
+    recovered = provtel_cli("recover", run_dir)
+    assert recovered.returncode == 0, recovered.stderr
+    assert "Traceback" not in recovered.stderr
+    assert activities(assert_valid(run_dir / "prov.json")) == {"epoch 1"}
+    (run_dir / "prov.json").unlink()
+    store = RunStore.reopen(run_dir)
+    store.add_spans([span(3)])
+    assert activities(assert_valid(store.finalize())) == {"epoch 1", "epoch 3"}
+
+
+_text = st.text(st.characters(codec="utf-8"), max_size=20)
+_records = st.lists(
+    st.builds(
+        lambda n, name, note: {
+            **span(n),
+            "name": name,
+            "attributes": {"note": note},
+            "resource": "r1",
+        },
+        st.integers(1, 2**40),
+        _text,
+        _text,
+    ),
+    max_size=6,
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    records=_records,
+    cut=st.integers(0, 10_000),
+    garbage=st.lists(st.binary(max_size=40), max_size=4),
+    at=st.integers(0, 6),
+)
+def test_fuzz_the_reader_never_raises_and_keeps_every_whole_record(
+    tmp_path: Path, records: list[dict[str, Any]], cut: int, garbage: list[bytes], at: int
+) -> None:
+    lines = [
+        (journal.encode(journal.SPAN, r) + "\n").encode("utf-8", "surrogatepass") for r in records
+    ]
+    # Garbage lines (invalid UTF-8, binary, half records) in the middle, a torn tail at the end.
+    noise = [g.replace(b"\n", b"") + b"\n" for g in garbage]
+    body = lines[:at] + noise + lines[at:]
+    data = b"".join(body)
+    torn = data[: len(data) - cut % (len(data) + 1)] if data else b""
+    path = tmp_path / "fuzz.jsonl"
+    path.write_bytes(torn)
+    problems: list[str] = []
+    got = [r.data["span_id"] for r in journal.read(path, problems)]
+    # Every record whose whole line (with its newline) survived is read, in order.
+    whole, pos = [], 0
+    for chunk, rec in [(ln, r) for ln, r in zip(lines, records, strict=True)]:
+        pos = torn.find(chunk, pos)
+        if pos < 0:
+            break
+        whole.append(rec["span_id"])
+        pos += len(chunk)
+    assert [s for s in got if s in whole] == whole
+    assert all(isinstance(p, str) and p.startswith("line ") for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (bytes(range(255, -1, -1)).replace(b"\n", b"") * 40, "not UTF-8"),
+        (b"[1,2,3]\n", "not a journal record (a JSON list)"),
+        (b'{"t":"span","trace_id":"' + b"1" * 32 + b'","start":1}\n', "span_id must be"),
+        (b'{"t":"span","trace_id":"1","span_id":"2","start":"x"}\n', "start must be"),
+        (b'{"t":"span","trace_id":"1","span_id":"2","start":1e300}\n', "start must be"),
+    ],
+    ids=["binary", "array", "no-span-id", "start-x", "start-1e300"],
+)
+def test_recover_and_merge_say_what_is_wrong_in_one_line(
+    tmp_path: Path, content: bytes, reason: str
+) -> None:
+    # A good run, then the hostile line appended to its journal (and a good record after it).
+    job = tmp_path / "job"
+    run_dir = create_run_dir(job, "rank0")
+    store = RunStore(run_dir)
+    store.add_spans([span(1)])
+    store.close()
+    with open(run_dir / JOURNAL, "ab") as out:
+        out.write(content if content.endswith(b"\n") else content + b"\n")
+    store = RunStore.reopen(run_dir)
+    store.add_spans([span(2)])
+    store.close()
+
+    recovered = provtel_cli("recover", run_dir)
+    assert recovered.returncode == 0, recovered.stderr
+    assert "Traceback" not in recovered.stderr
+    (line,) = [ln for ln in recovered.stderr.splitlines() if reason in ln]
+    assert str(run_dir) in line and "skipped" in line
+    assert activities(assert_valid(run_dir / "prov.json")) == {"epoch 1", "epoch 2"}
+
+    merged = provtel_cli("merge", job)
+    assert merged.returncode == 0, merged.stderr
+    assert "Traceback" not in merged.stderr and reason in merged.stderr
+    assert activities(assert_valid(job / "prov.json")) == {"epoch 1", "epoch 2"}
+
+
+def test_a_journal_with_no_record_at_all_is_one_clear_error(tmp_path: Path) -> None:
+    run_dir = tmp_path / "noise"
+    run_dir.mkdir()
+    (run_dir / JOURNAL).write_bytes(os.urandom(3000).replace(b"\n", b"") + b"\n[1,2,3]\n")
+    result = provtel_cli("recover", run_dir)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"provtel recover: {run_dir}") and "not a provtel journal" in line
+    assert not (run_dir / "prov.json").exists()
+
+
+def test_a_kill_during_finalisation_leaves_nothing_behind_after_recovery(tmp_path: Path) -> None:
+    output = tmp_path / "prov"
+    run_dir = create_run_dir(output, "killed")
+    store = RunStore(run_dir)
+    store.add_spans([span(1)])
+    store.close()
+    # What a process killed inside ProvJsonWriter leaves: a spool folder and a partial document.
+    spool = run_dir / ".prov-spool-abc123"
+    spool.mkdir()
+    (spool / "activity").write_bytes(b'"run:x":{')
+    (run_dir / "prov.json.tmp").write_bytes(b'{"prefix":')
+    result = provtel_cli("recover", output)  # the output folder: every unfinished run under it
+    assert result.returncode == 0, result.stderr
+    assert_valid(run_dir / "prov.json")
+    assert sorted(p.name for p in run_dir.iterdir()) == ["journal.jsonl", "metrics", "prov.json"]
+
+
+def test_recover_an_output_folder_recovers_every_unfinished_run(tmp_path: Path) -> None:
+    output = tmp_path / "prov"
+    unfinished = []
+    for n in range(3):
+        store = RunStore(create_run_dir(output, f"run{n}"))
+        store.add_spans([span(n + 1)])
+        if n == 1:
+            store.finalize()  # this one finished: left alone
+        else:
+            store.close()
+            unfinished.append(store.dir)
+    result = provtel_cli("recover", output)
+    assert result.returncode == 0, result.stderr
+    for run_dir in unfinished:
+        assert str(run_dir) in result.stdout
+        assert_valid(run_dir / "prov.json")
+    assert len(list(output.glob("*/prov.json"))) == 3
+    again = provtel_cli("recover", output)
+    assert again.returncode == 0 and "nothing to recover" in again.stdout
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_run_folders_and_files_are_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_PYTHON_PROVTEL_FORMATS", "json,provn")
+    old = os.umask(0o022)
+    try:
+        store = RunStore(create_run_dir(tmp_path, "private"), formats=("json", "provn"))
+        store.add_spans([span(1, **{"ml.step.first": 0, "ml.step.loss": [0.5]})])
+        document = store.finalize()
+        assert _mode(store.dir) == 0o700 and _mode(store.dir / "metrics") == 0o700
+        files = [p for p in store.dir.rglob("*") if p.is_file()]
+        assert {p.name for p in files} >= {"prov.json", "prov.provn", "loss_training.csv"}
+        assert {_mode(p) for p in files} == {0o600}
+        monkeypatch.setenv("OTEL_PYTHON_PROVTEL_FILE_MODE", "0640")
+        shared = RunStore(create_run_dir(tmp_path, "shared"))
+        shared.add_spans([span(2)])
+        shared_doc = shared.finalize()
+        assert _mode(shared.dir) == 0o750 and _mode(shared_doc) == 0o640
+    finally:
+        os.umask(old)
+    assert json.loads(document.read_text())["prefix"]
