@@ -26,13 +26,15 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# A real Prometheus server and openssl for the receiver tests (Debian packages). Installed when
-# missing and we may (root with apt-get); otherwise those tests say why they are skipped.
+# A real Prometheus server and openssl for the receiver tests, headless Chromium for the HTML
+# report test and Graphviz for `provtel graph` (Debian packages). Installed when missing and we
+# may (root with apt-get); otherwise those tests say why they are skipped.
 system-deps:
-	@if ! command -v prometheus >/dev/null || ! command -v openssl >/dev/null; then \
+	@if ! command -v prometheus >/dev/null || ! command -v openssl >/dev/null \
+	    || ! command -v chromium >/dev/null || ! command -v dot >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus openssl >/dev/null; \
-	  else echo "prometheus/openssl missing and not root: their tests will be skipped"; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus openssl chromium graphviz fonts-dejavu-core >/dev/null; \
+	  else echo "prometheus/openssl/chromium/graphviz missing and not root: their tests will fail or be skipped"; fi; \
 	fi
 
 test: lint system-deps

@@ -12,6 +12,7 @@ the slowest rank.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 
 from provtel.exporter.prov.validate import assert_valid
+from tests.integration.browser import open_page
 from tests.support import INSTRUMENT, clean_env, provtel_cli, run_documents
 
 pytestmark = pytest.mark.slow
@@ -247,3 +249,61 @@ def test_a_job_is_reported_per_rank_with_the_slowest(job: Path) -> None:
         assert sum(r["phases_s"].values()) == pytest.approx(r["wall_s"], rel=0.05)
     text = provtel_cli("report", job).stdout
     assert "rank 1: busy" in text and "← slowest" in text
+
+
+def test_the_html_report_renders_offline_in_chromium(runs: dict[str, Run], tmp_path: Path) -> None:
+    html = tmp_path / "report.html"
+    result = provtel_cli("report", runs["checkpoint"].folder, "--html", html)
+    assert result.returncode == 0, result.stderr
+    text = html.read_text(encoding="utf-8")
+    assert "<script" not in text
+    # nothing to fetch: no link, source, CSS url() or import names a remote resource
+    assert re.findall(r"(?:href|src)=\"(?!#|data:)[^\"]*\"|url\((?!#)|@import", text) == []
+    page = open_page(
+        html.as_uri(),
+        tmp_path / "profile",
+        evaluate={
+            "charts": "document.querySelectorAll('figure svg').length",
+            "captions": "[...document.querySelectorAll('figcaption')].map(f => f.textContent)",
+            "verdict": "document.querySelector('.verdict b').textContent",
+            "lines": "document.querySelectorAll('figure svg path').length",
+        },
+    )
+    assert page.errors == []
+    assert page.requests == [html.as_uri()]  # the page itself and nothing else
+    assert page.evaluated["verdict"] == "checkpoint-bound"
+    assert page.evaluated["captions"][:2] == ["Where the time went", "Loss"]
+    assert "Throughput" in page.evaluated["captions"]
+    assert page.evaluated["charts"] >= 4 and page.evaluated["lines"] > 20
+    assert page.screenshot.startswith(b"\x89PNG")
+    (tmp_path / "report.png").write_bytes(page.screenshot)
+    assert (tmp_path / "report.png").stat().st_size > 50_000  # charts, not a blank page
+
+
+def test_export_and_graph(runs: dict[str, Run], tmp_path: Path) -> None:
+    folder = runs["checkpoint"].folder
+    ttl = tmp_path / "run.ttl"
+    result = provtel_cli("export", folder, "--format", "turtle", "-o", ttl)
+    assert result.returncode == 0, result.stderr
+    import rdflib
+
+    graph = rdflib.Graph().parse(ttl, format="turtle")
+    prov = rdflib.Namespace("http://www.w3.org/ns/prov#")
+    assert len(set(graph.subjects(rdflib.RDF.type, prov.Activity))) > 10
+    for fmt, suffix in (("provn", ".provn"), ("xml", ".xml"), ("jsonld", ".jsonld")):
+        result = provtel_cli("export", folder / "prov.json", "--format", fmt)
+        assert result.returncode == 0, result.stderr
+        assert (folder / f"prov{suffix}").stat().st_size > 1000
+    svg = tmp_path / "run.svg"
+    result = provtel_cli("graph", folder, "-o", svg)
+    assert result.returncode == 0, result.stderr
+    from xml.etree import ElementTree
+
+    root = ElementTree.parse(svg).getroot()
+    texts = [t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert "checkpoint-bound" not in texts  # a graph, not the report
+    assert any(t.startswith("run report_bound") for t in texts)
+    assert any("step block" in t for t in texts)  # blocks collapsed into one node per pass
+    assert sum("step block" in t for t in texts) == 4  # 2 epochs + 2 validation passes
+    assert any(t.startswith("save ckpt_") for t in texts)
+    assert any(t.startswith("dataset data_a") for t in texts)

@@ -17,8 +17,10 @@ The verdict names the largest of data wait (input-bound), forward+backward+optim
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import operator
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -86,6 +88,9 @@ _PASS_KEYS = {
 }
 _EVAL_PREFIX = "ml.eval."
 _PASS_PREFIXES = ("ml.dataset.", "ml.dataloader.", "ml.energy.", "ml.step.", "ml.log.", "scope.")
+
+#: the per-step series the report reads besides ``duration``
+_USED_STEP_SERIES = ("data_wait", "backward", "optimizer", "loss", "batch_size")
 
 Progress = Callable[[Iterable[Any], int, str], Iterable[Any]]
 
@@ -200,24 +205,25 @@ class _Steps:
             self.time.extend(cols.get("time_unix_nano"))
             self.columns.setdefault("duration", []).extend(cols.get("value"))
         n = len(self.step)
-        others = [(lab, es) for lab, es in by_label.items() if lab != "duration"]
+        others = [(lab, es) for lab, es in by_label.items() if lab in _USED_STEP_SERIES]
         for label, es in progress(others, len(others), "step series"):
+            paths = [p for p in (run.series_path(e) for e in es) if p is not None]
             values: list[float] = []
-            steps: list[float] = []
-            for e in es:
-                path = run.series_path(e)
-                if path is None:
-                    continue
+            for path in paths:
+                values.extend(read_columns(path, ("value",)).get("value"))
+            if len(values) == n:
+                # every array of a block has ml.step.count elements, written in one order
+                self.columns[label] = values
+                continue
+            values, steps = [], []  # a series missing some blocks: align by step
+            for path in paths:
                 cols = read_columns(path, ("step", "value"))
                 values.extend(cols.get("value"))
                 steps.extend(cols.get("step"))
-            if len(values) == n and steps == self.step:
-                self.columns[label] = values
-            else:  # a series missing some blocks: align by step
-                at = dict(zip(steps, values, strict=False))
-                self.columns[label] = [at.get(s, math.nan) for s in self.step]
+            at = dict(zip(steps, values, strict=False))
+            self.columns[label] = [at.get(s, math.nan) for s in self.step]
         # sort by start time (blocks arrive in order, but files may be concatenated)
-        if any(self.time[i] > self.time[i + 1] for i in range(n - 1)):
+        if not all(map(operator.le, self.time, itertools.islice(self.time, 1, None))):
             order = sorted(range(n), key=self.time.__getitem__)
             self.step = [self.step[i] for i in order]
             self.time = [self.time[i] for i in order]
@@ -236,6 +242,9 @@ class _Steps:
 
 
 def _clean(xs: list[float]) -> list[float]:
+    total = sum(xs)  # NaN and infinity propagate: one C-level pass finds them
+    if math.isfinite(total):
+        return xs
     return [x if math.isfinite(x) else 0.0 for x in xs]
 
 

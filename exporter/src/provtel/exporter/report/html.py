@@ -30,6 +30,7 @@ _COLOURS = {
     "other": "#bbbbbb",
 }
 _XML_HEADER = re.compile(r"^<\?xml[^>]*>\s*(<!DOCTYPE[^>]*>\s*)?", re.S)
+_METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.S)
 
 
 def _pyplot() -> Any:
@@ -60,7 +61,8 @@ def _svg(fig: Any) -> str:
     import matplotlib.pyplot as plt
 
     plt.close(fig)
-    return _XML_HEADER.sub("", buf.getvalue())
+    # the RDF block says only "made by matplotlib" and when: dropped, the file is reproducible
+    return _METADATA.sub("", _XML_HEADER.sub("", buf.getvalue()))
 
 
 def _finite_pairs(xs: Iterable[Any], ys: Iterable[Any]) -> tuple[list[float], list[float]]:

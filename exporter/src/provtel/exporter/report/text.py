@@ -122,6 +122,14 @@ def _eval_result(ev: dict[str, Any]) -> str:
     return ", ".join(f"{k} {number(v)}" for k, v in results.items())
 
 
+def _verdict_share(v: dict[str, Any]) -> str:
+    if not v.get("kind"):
+        return ""
+    what = {"input": "data wait", "compute": "compute", "checkpoint": "checkpointing"}
+    name = what.get(v["kind"], v["kind"])
+    return f" ({name} {v['shares'][v['kind']]:.0%} of the wall time)"
+
+
 def summary(report: dict[str, Any]) -> str:
     """The short end-of-run block printed on stderr."""
     ranks = report["ranks"]
@@ -135,9 +143,9 @@ def summary(report: dict[str, Any]) -> str:
             f"(spread {seconds(job['spread_s'])}, {job['spread_share']:.0%})"
         )
         first = slow
-    counts = ", ".join(f"{n} {ctx}" for ctx, n in first["passes"].items()) or "no"
+    counts = ", ".join(f"{n} {ctx}" for ctx, n in first["passes"].items()) or "none"
     lines.append(
-        f"  {counts} pass(es), {first['steps']} training steps, wall {seconds(first['wall_s'])}"
+        f"  passes: {counts}; {first['steps']} training steps; wall {seconds(first['wall_s'])}"
     )
     ph, sh = first["phases_s"], first["phase_shares"]
     compute = ph["forward_loss"] + ph["backward"] + ph["optimizer"]
@@ -148,14 +156,14 @@ def summary(report: dict[str, Any]) -> str:
         f"({sh['checkpoint']:.0%}), evaluation {seconds(ph['evaluation'])} "
         f"({sh['evaluation']:.0%}), other {seconds(ph['other'])} ({sh['other']:.0%})"
     )
-    lines.append(f"  verdict: {first['verdict']['label']}")
+    lines.append(f"  verdict: {first['verdict']['label']}" + _verdict_share(first["verdict"]))
     loss = first["loss"]
     if loss.get("final") is not None:
         lines.append(f"  training loss: final {number(loss['final'])} (min {number(loss['min'])})")
     evals = first["evaluations"]
     for ctx in dict.fromkeys(e["context"] for e in evals):
         passes = [e for e in evals if e["context"] == ctx]
-        lines.append(f"  {ctx}: {_eval_result(passes[-1])} (last of {len(passes)} passes)")
+        lines.append(f"  {ctx}: {_eval_result(passes[-1])} (pass {len(passes)} of {len(passes)})")
     lines.extend("  " + line for line in _energy_lines(report))
     lines.append(f"  more: provtel report {report['folder']}")
     return "\n".join(lines)
