@@ -122,8 +122,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # generation-0 threshold (700) ran the cycle collector every few spans (~10% of ingest).
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
-    server = ReceiverServer(config)
     try:
+        server = ReceiverServer(config)  # OutputInUse: another receiver has --output
         server.start()
     except OSError as exc:
         print(f"provtel serve: {exc}", file=sys.stderr)
@@ -152,6 +152,12 @@ def add_convert_parser(sub: Any) -> None:
     p.add_argument("files", nargs="+", type=Path, metavar="FILE", help="OTLP/JSON (.gz too)")
     p.add_argument("--output", "-o", type=Path, default=Path("prov"), help="default: ./prov")
     p.add_argument("--formats", type=_formats, default=("json",), help="e.g. json,provn,turtle")
+    p.add_argument(
+        "--max-line-mib",
+        type=float,
+        default=64.0,
+        help="longest input line, MiB; longer lines are skipped and reported (64)",
+    )
     p.set_defaults(func=cmd_convert)
 
 
@@ -163,7 +169,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if missing:
         print(f"provtel convert: no such file: {missing[0]}", file=sys.stderr)
         return 2
-    result = convert_files(args.files, args.output, args.formats)
+    if not args.max_line_mib > 0:
+        print("provtel convert: --max-line-mib must be positive", file=sys.stderr)
+        return 2
+    try:
+        result = convert_files(args.files, args.output, args.formats, int(args.max_line_mib * MiB))
+    except OSError as exc:  # the output folder is in use (a receiver), or cannot be written
+        print(f"provtel convert: {exc}", file=sys.stderr)
+        return 2
     for problem in result.problems:
         print(f"provtel convert: skipped {problem}", file=sys.stderr)
     for doc in result.documents:
