@@ -15,6 +15,7 @@ end, so the same telemetry gives the same documents as ``provtel serve``.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import logging
 import sys
@@ -22,7 +23,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
@@ -61,13 +62,13 @@ class _Unreadable(Exception):
     """The rest of a file cannot be read (a truncated or non-gzip ``.gz``)."""
 
 
-def _open(path: Path) -> IO[bytes]:
+def _open(path: Path) -> io.BufferedIOBase:
     if path.suffix == ".gz":
         return gzip.open(path, "rb")
     return open(path, "rb")
 
 
-def _lines(src: IO[bytes], limit: int) -> Iterator[bytes | None]:
+def _lines(src: io.BufferedIOBase, limit: int) -> Iterator[bytes | None]:
     """The lines of a binary stream, each at most ``limit`` bytes; None for a longer one, whose
     bytes are skipped a block at a time (never held whole)."""
     while True:
