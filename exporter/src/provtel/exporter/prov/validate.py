@@ -132,6 +132,8 @@ _ABSOLUTE_IRI = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:[^\s<>\"{}|\\^`]*[/#]\Z")
 _UTC_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z\Z")
 _QNAME_TYPES = frozenset({"xsd:QName", "prov:QUALIFIED_NAME"})
 _MAX_PER_CHECK = 20  # problems of one kind listed before "... and N more"
+#: What a check whose optional checker is not installed says (a note, never a problem).
+NOT_CHECKED = "not checked: install provtel[validate]"
 
 
 @dataclass
@@ -222,7 +224,9 @@ def check_file(
     report.document = doc
 
     with _timed(report, "schema"):
-        report.problems.extend(_guard("PROV-JSON schema check", schema_problems, doc))
+        report.problems.extend(
+            _guard("PROV-JSON schema check", schema_problems, doc, notes=report.notes)
+        )
     with _timed(report, "lint"):
         report.problems.extend(_guard("lint", lint, doc))
     if yprov:
@@ -243,7 +247,15 @@ def check_file(
         )
     with _timed(report, "prov"):
         report.problems.extend(
-            _guard("prov check", _prov_problems, path, round_trips, report.timings)
+            _guard(
+                "prov check",
+                _prov_problems,
+                path,
+                round_trips,
+                report.timings,
+                report.notes,
+                notes=report.notes,
+            )
         )
     if round_trips:
         prov2 = prov2_path()
@@ -251,7 +263,9 @@ def check_file(
             report.notes.append("no prov 2.0.0 copy (PROVTEL_PROV2_PATH): skipped its parse")
         else:
             with _timed(report, "prov 2.0.0"):
-                report.problems.extend(_guard("prov 2.0.0 parse", _prov2_problems, path, prov2))
+                report.problems.extend(
+                    _guard("prov 2.0.0 parse", _prov2_problems, path, prov2, notes=report.notes)
+                )
     logger.debug("validated %s in %s", path, report.timings)
     return report
 
@@ -369,8 +383,11 @@ def schema_problems(doc: dict[str, Any]) -> list[str]:
 # -- steps 2 and 3: prov parse and round trips --------------------------------------------------
 
 
-def _prov_problems(path: Path, round_trips: bool, timings: dict[str, float]) -> list[str]:
+def _prov_problems(
+    path: Path, round_trips: bool, timings: dict[str, float], notes: list[str] | None = None
+) -> list[str]:
     import prov
+    from prov.serializers import DoNotExist  # prov's "needs the rdf/xml extra"
 
     problems: list[str] = []
     with _prov_warnings(problems, "prov parse"):
@@ -394,9 +411,9 @@ def _prov_problems(path: Path, round_trips: bool, timings: dict[str, float]) -> 
         with _prov_warnings(problems, f"{name} round trip"):
             try:
                 problems.extend(trip(document))
-            except ImportError as exc:
-                problems.append(
-                    f"{name} round trip not checked: {exc} (install provtel-exporter[validate])"
+            except (ImportError, DoNotExist) as exc:  # an optional checker is not installed
+                (notes if notes is not None else problems).append(
+                    f"{name} round trip {NOT_CHECKED} ({exc})"
                 )
             except Exception as exc:
                 problems.append(f"{name} round trip failed: {type(exc).__name__}: {exc}")
@@ -918,10 +935,19 @@ def _timed(report: ValidationReport, step: str) -> Iterator[None]:
         report.timings[step] = time.perf_counter() - start
 
 
-def _guard(stage: str, fn: Callable[..., list[str]], *args: Any) -> list[str]:
-    """Run a step; an unexpected exception is a problem, never an escape."""
+def _guard(
+    stage: str, fn: Callable[..., list[str]], *args: Any, notes: list[str] | None = None
+) -> list[str]:
+    """Run a step; an unexpected exception is a problem, never an escape. A missing optional
+    checker (``ImportError``) is a note in ``notes`` -- the step was not checked -- never a
+    verdict on the document."""
     try:
         return fn(*args)
+    except ImportError as exc:
+        if notes is None:
+            raise
+        notes.append(f"{stage} {NOT_CHECKED} ({exc})")
+        return []
     except Exception as exc:
         logger.debug("%s crashed", stage, exc_info=True)
         return [f"{stage} could not complete: {type(exc).__name__}: {exc}"]
