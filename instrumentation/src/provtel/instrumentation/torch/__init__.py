@@ -277,7 +277,9 @@ class TorchInstrumentor(BaseInstrumentor):
 
     def _on_safetensors(self, module: Any) -> None:
         tracker = self._tracker
-        if tracker is None:
+        if tracker is None or not hasattr(module, "save_file"):
+            return  # not yet (half-imported while it imports torch): its post-import hook will
+        if not self._once("safetensors.torch"):
             return
         for name, operation, position, keyword in (
             ("save_file", "save", 1, "filename"),
@@ -292,10 +294,22 @@ class TorchInstrumentor(BaseInstrumentor):
                     checkpoint.wrap(tracker, operation, position, "safetensors", keyword),
                 )
 
+    def _once(self, name: str) -> bool:
+        """True the first time a late hook (after torch's) is installed for ``name``; the
+        module may have been imported by torch itself, before the tracker existed."""
+        done = self.__dict__.setdefault("_late_hooks", set())
+        if self._tracker is None or name in done:
+            return False
+        done.add(name)
+        self._restore.append(lambda: done.discard(name))
+        return True
+
     def _on_dist_autograd(self, module: Any) -> None:
         """``torch.distributed.autograd.backward(context_id, roots)``: a backward step."""
         tracker = self._tracker
         if tracker is None or not hasattr(module, "backward"):
+            return
+        if not self._once("torch.distributed.autograd"):
             return
         make = self._backward(tracker, roots_arg=1)
         self._replace(module, "backward", make)
@@ -306,6 +320,8 @@ class TorchInstrumentor(BaseInstrumentor):
         tracker = self._tracker
         optimizer = getattr(module, "DistributedOptimizer", None)
         if tracker is None or optimizer is None:
+            return
+        if not self._once("torch.distributed.optim"):
             return
         pre, post = self._optimizer_pre(tracker), self._optimizer_post(tracker)
 
@@ -386,6 +402,14 @@ class TorchInstrumentor(BaseInstrumentor):
         self._hooks.append(optim.register_optimizer_step_post_hook(self._optimizer_post(tracker)))
         self._replace(torch.nn.Module, "train", self._module_train(tracker))
         self._install_losses(torch, tracker)
+        for name, late in (
+            ("torch.distributed.autograd", self._on_dist_autograd),
+            ("torch.distributed.optim", self._on_dist_optim),
+            ("safetensors.torch", self._on_safetensors),
+        ):
+            module = sys.modules.get(name)
+            if module is not None:
+                late(module)  # imported before torch's hooks (by torch itself)
 
     # -- model state: train/eval mode and the losses computed without gradients -------------
     def _module_train(self, tracker: Tracker) -> Any:
