@@ -210,3 +210,30 @@ def test_hf_results_and_training_logs(recorded: list[tuple[Any, ...]]) -> None:
         ("log", "eval_accuracy", 1.0, 4, None),
         ("log", "train/total_flos", 12.0, 4, "training"),
     ]
+
+
+def test_hf_evaluate_is_one_bracketed_evaluation(recorded: list[tuple[Any, ...]]) -> None:
+    state = hf._TrainerState()
+    eval_dataset = object()
+    args = types.SimpleNamespace(to_dict=lambda: {"learning_rate": 0.1, "hub_token": "x"})
+    trainer = type("Trainer", (), {})()
+    trainer.args, trainer.eval_dataset, trainer.model = args, eval_dataset, None
+    callback = hf._callback_type(object, state)(trainer)
+
+    def evaluate(*args: Any, **kwargs: Any) -> dict[str, float]:
+        metrics = {"eval_loss": 0.5, "epoch": 2.0}
+        callback.on_log(None, types.SimpleNamespace(global_step=9), None, logs=metrics)
+        callback.on_evaluate(None, types.SimpleNamespace(global_step=9), None, metrics=metrics)
+        return metrics
+
+    wrapper = state.evaluation_wrapper("eval_dataset", "eval")
+    assert wrapper(evaluate, trainer, (), {}) == {"eval_loss": 0.5, "epoch": 2.0}
+    assert recorded == [
+        ("params", {"learning_rate": 0.1, "hub_token": "x"}, "transformers.TrainingArguments", ""),
+        ("begin_evaluation", "validation", eval_dataset),
+        ("log", "eval_loss", 0.5, 9, "validation"),  # once (on_log skipped), no "epoch"
+        ("end_evaluation",),
+    ]
+    recorded.clear()
+    wrapper(evaluate, trainer, (eval_dataset,), {"metric_key_prefix": "test"})
+    assert recorded[0] == ("begin_evaluation", "test", eval_dataset)  # configured once

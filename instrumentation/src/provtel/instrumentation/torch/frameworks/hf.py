@@ -91,7 +91,8 @@ class _TrainerState:
     """Which evaluation is running and which trainers' configuration is recorded."""
 
     def __init__(self) -> None:
-        self.evaluating = 0  # depth of Trainer.evaluate / predict calls with a bracket
+        # contexts of the Trainer.evaluate / predict calls running (innermost last)
+        self.evaluations: list[str | None] = []
         self.configured: set[int] = set()
 
     def configuration(self, trainer: Any, model: Any = None) -> None:
@@ -123,7 +124,7 @@ class _TrainerState:
                     if not isinstance(dataset, Mapping):  # several datasets: one call each
                         events.begin_evaluation(context, dataset)
                         bracket = True
-                        self.evaluating += 1
+                        self.evaluations.append(context)
                 except Exception:
                     guard.fail()
             if not bracket:
@@ -131,7 +132,7 @@ class _TrainerState:
             try:
                 return wrapped(*args, **kwargs)
             finally:
-                self.evaluating -= 1
+                self.evaluations.pop()
                 try:
                     events.end_evaluation()
                 except Exception:
@@ -162,12 +163,14 @@ def _numbers(values: Mapping[str, Any] | None) -> list[tuple[str, float]]:
     return out
 
 
-def _evaluation_results(metrics: Mapping[str, Any] | None, step: int) -> None:
+def _evaluation_results(metrics: Mapping[str, Any] | None, step: int, state: _TrainerState) -> None:
     """``evaluate`` / ``predict`` results on their evaluation pass, at HF's step (its
-    ``log_history``'s); the training ``epoch`` HF adds to them is the pass's epoch already."""
+    ``log_history``'s), in the evaluation's context when the call decided it; the training
+    ``epoch`` HF adds to them is the pass's epoch already."""
+    context = state.evaluations[-1] if state.evaluations else None
     for name, value in _numbers(metrics):
         if name != "epoch":
-            events.log(name, value, step)
+            events.log(name, value, step, context)
 
 
 def _callback_type(base: type, state: _TrainerState) -> type:
@@ -194,7 +197,7 @@ def _callback_type(base: type, state: _TrainerState) -> type:
 
     @hook
     def on_log(self: Any, trainer_state: Any, **kwargs: Any) -> None:
-        if state.evaluating:
+        if state.evaluations:
             return  # recorded from on_evaluate / on_predict, with their evaluation
         for name, value in _numbers(kwargs.get("logs")):
             # HF's logger names (TensorBoard, W&B): apart from the per-step loss series
@@ -202,11 +205,11 @@ def _callback_type(base: type, state: _TrainerState) -> type:
 
     @hook
     def on_evaluate(self: Any, trainer_state: Any, **kwargs: Any) -> None:
-        _evaluation_results(kwargs.get("metrics"), trainer_state.global_step)
+        _evaluation_results(kwargs.get("metrics"), trainer_state.global_step, state)
 
     @hook
     def on_predict(self: Any, trainer_state: Any, **kwargs: Any) -> None:
-        _evaluation_results(kwargs.get("metrics"), trainer_state.global_step)
+        _evaluation_results(kwargs.get("metrics"), trainer_state.global_step, state)
 
     def _init(self: Any, trainer: Any) -> None:
         self.trainer = weakref.ref(trainer)
