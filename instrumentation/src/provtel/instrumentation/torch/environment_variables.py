@@ -16,8 +16,10 @@ OTEL_PYTHON_PROVTEL_TORCH_BLOCK_SECONDS = "OTEL_PYTHON_PROVTEL_TORCH_BLOCK_SECON
 .. envvar:: OTEL_PYTHON_PROVTEL_TORCH_BLOCK_SECONDS
 
 Longest time a step block covers before it is ended, in seconds, so that live backends and
-the journal stay fresh: a process killed with SIGKILL loses at most this much of its steps (plus
-the exporter's 0.5 s batch delay). Default: 1.
+the journal stay fresh. A block that has seen no step end for half a second (or this long, if
+shorter) is handed over by a background thread, so a process killed with SIGKILL during a pause
+loses no step that ended about a second before (with the exporter's 0.5 s batch delay).
+Default: 1.
 """
 
 OTEL_PYTHON_PROVTEL_TORCH_CHECKPOINT_DIGEST = "OTEL_PYTHON_PROVTEL_TORCH_CHECKPOINT_DIGEST"
