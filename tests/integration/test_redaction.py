@@ -17,7 +17,7 @@ from provtel.exporter.prov.validate import assert_valid
 from provtel.semconv.redaction import REDACTED
 from tests.support import clean_env, run_documents, run_instrumented
 
-SCRIPT = Path(__file__).parent / "scripts" / "secrets.py"
+SCRIPT = Path(__file__).parent / "scripts" / "secret_args.py"
 API_KEY = "sk-live-XYZ"
 PASSWORD = "hunter2"
 REMOTE = "https://oauth2:glpat-AB12@CDxyz789@gitlab.com/team/x.git"
