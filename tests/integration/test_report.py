@@ -307,3 +307,46 @@ def test_export_and_graph(runs: dict[str, Run], tmp_path: Path) -> None:
     assert sum("step block" in t for t in texts) == 4  # 2 epochs + 2 validation passes
     assert any(t.startswith("save ckpt_") for t in texts)
     assert any(t.startswith("dataset data_a") for t in texts)
+
+
+def test_a_run_received_by_provtel_serve_is_reported(tmp_path: Path) -> None:
+    """The same script exporting over OTLP to `provtel serve`: its folder reads the same way."""
+    from tests.receiver.helpers import ServeProcess, documents, wait_for
+
+    server = ServeProcess(tmp_path / "served", "--grace", "1")
+    try:
+        proc = subprocess.run(
+            [
+                str(INSTRUMENT),
+                sys.executable,
+                str(SCRIPT),
+                "--mode",
+                "checkpoint",
+                "--data",
+                str(tmp_path / "data_a"),
+            ],
+            cwd=tmp_path,
+            env=clean_env(
+                OMP_NUM_THREADS="1",
+                OTEL_TRACES_EXPORTER="otlp",
+                OTEL_METRICS_EXPORTER="otlp",
+                OTEL_LOGS_EXPORTER="none",
+                OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+                OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{server.grpc_port}",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (document,) = wait_for(lambda: documents(tmp_path / "served"), what="the document")
+    finally:
+        assert server.stop() == 0, server.log_text()
+    assert not (tmp_path / "prov").exists()  # nothing written by the process itself
+    assert_valid(document)
+    (rank,) = report_json(document.parent)["ranks"]
+    assert rank["verdict"]["label"] == "checkpoint-bound"
+    assert rank["steps"] == 24 and rank["checkpoints"] == 8
+    assert all(v >= 0 for v in rank["phases_s"].values())
+    assert sum(rank["phases_s"].values()) == pytest.approx(rank["wall_s"], rel=0.05)
