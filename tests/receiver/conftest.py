@@ -9,11 +9,15 @@ from typing import Any
 import pytest
 
 from provtel.exporter.receiver import ReceiverConfig, ReceiverServer
+from provtel.exporter.receiver.limits import ServeLimits
+
+_LIMITS = set(ServeLimits.__dataclass_fields__)
 
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Callable[..., ReceiverServer]]:
-    """Start receivers (any free ports, output under the test's folder); stopped at the end."""
+    """Start receivers (any free ports, output under the test's folder); stopped at the end.
+    Keyword arguments set :class:`ReceiverConfig` and :class:`ServeLimits` fields."""
     servers: list[ReceiverServer] = []
 
     def start(**overrides: Any) -> ReceiverServer:
@@ -23,8 +27,9 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., ReceiverServer]]:
             "http_port": 0,
             "grace_s": 0.2,
         }
+        limits = {k: overrides.pop(k) for k in list(overrides) if k in _LIMITS}
         settings.update(overrides)
-        server = ReceiverServer(ReceiverConfig(**settings))
+        server = ReceiverServer(ReceiverConfig(**settings), ServeLimits(**limits))
         server.start()
         servers.append(server)
         return server

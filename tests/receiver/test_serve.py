@@ -261,24 +261,6 @@ def test_overload_is_retry_later_and_loses_nothing(serve: Serve) -> None:
     assert post(server.http_port, "/v1/traces", body)[0] == 200  # the retry succeeds
 
 
-def test_too_many_connections_get_503(serve: Serve) -> None:
-    import socket
-
-    server = serve(max_connections=1)
-    idle = socket.create_connection(("127.0.0.1", server.http_port))  # holds the only slot
-    try:
-        wait_for(lambda: server.receiver.config and _slot_taken(server), what="slot taken")
-        status, headers, _ = post(server.http_port, "/v1/traces", b"")
-        assert status == 503 and headers["retry-after"] == "1"
-    finally:
-        idle.close()
-
-
-def _slot_taken(server: ReceiverServer) -> bool:
-    http = server._http
-    return http is not None and http._slots._value == 0  # type: ignore[attr-defined]
-
-
 def test_real_exporters_over_tls_with_a_token(
     serve: Serve, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -79,25 +79,82 @@ def add_serve_parser(sub: Any) -> None:
         type=Path,
         help="also append every acknowledged request to this file as OTLP/JSON lines",
     )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds a client has to send a request's headers, per request (10)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds a client has to send a request's body once its headers are in (30)",
+    )
+    p.add_argument(
+        "--decode-budget-mib",
+        type=float,
+        default=128.0,
+        help="worst-case memory of the requests being decoded at once, MiB (128)",
+    )
+    p.add_argument(
+        "--decode-chunk-kib",
+        type=float,
+        default=256.0,
+        help="larger requests are decoded in chunks of about this size, KiB (256)",
+    )
+    p.add_argument(
+        "--max-series-mib",
+        type=float,
+        default=16.0,
+        help="label text the /metrics series hold at most, MiB; bounds the page (16)",
+    )
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (INFO)")
     p.set_defaults(func=cmd_serve)
+
+
+def read_token(path: Path) -> str:
+    """The bearer token in ``path``: one line of printable text; raises ValueError with a
+    message naming the file when it is missing, a folder, unreadable, binary or empty."""
+    if not path.exists():
+        raise ValueError(f"token file {path}: no such file")
+    if path.is_dir():
+        raise ValueError(f"token file {path}: is a directory, not a file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"token file {path}: {exc.strerror or exc}") from None
+    try:
+        token = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ValueError(f"token file {path}: not text (not UTF-8)") from None
+    if not token:
+        raise ValueError(f"token file {path} is empty")
+    if not token.isprintable() or any(c.isspace() for c in token):
+        raise ValueError(f"token file {path}: the token must be one word of printable text")
+    return token
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the receiver until SIGINT/SIGTERM."""
     from provtel.exporter.receiver.core import ReceiverConfig
+    from provtel.exporter.receiver.limits import ServeLimits
     from provtel.exporter.receiver.server import ReceiverServer
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s"
     )
-    token = None
-    if args.token_file is not None:
-        token = args.token_file.read_text(encoding="utf-8").strip()
-        if not token:
-            print(f"provtel serve: {args.token_file} is empty", file=sys.stderr)
-            return 2
     try:
+        token = read_token(args.token_file) if args.token_file is not None else None
+        limits = ServeLimits(
+            header_timeout_s=args.header_timeout,
+            body_timeout_s=args.body_timeout,
+            decode_budget_bytes=int(args.decode_budget_mib * MiB),
+            decode_chunk_bytes=int(args.decode_chunk_kib * 1024),
+            max_series_bytes=int(args.max_series_mib * MiB),
+        )
         config = ReceiverConfig(
             output_dir=args.output.absolute(),
             host=args.host,
@@ -114,6 +171,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             formats=args.formats,
             archive=args.archive,
             max_series=args.max_series,
+            read_timeout_s=args.body_timeout,
         )
     except ValueError as exc:
         print(f"provtel serve: {exc}", file=sys.stderr)
@@ -123,11 +181,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
     try:
-        server = ReceiverServer(config)  # OutputInUse: another receiver has --output
+        server = ReceiverServer(config, limits)  # OutputInUse: another receiver has --output
         server.start()
     except OSError as exc:
         print(f"provtel serve: {exc}", file=sys.stderr)
         return 1
+    except ValueError as exc:  # TlsError: the certificate or key cannot be used
+        print(f"provtel serve: {exc}", file=sys.stderr)
+        return 2
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: server.request_stop())
     grpc = f"{config.host}:{server.grpc_port}" if server.grpc_port else "off"

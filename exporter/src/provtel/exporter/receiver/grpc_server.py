@@ -25,9 +25,8 @@ Collector reads) and in ``google.rpc.retryinfo-bin`` (what the Python exporter r
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from concurrent import futures
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import grpc
 from google.rpc import code_pb2, status_pb2
@@ -35,8 +34,8 @@ from google.rpc.error_details_pb2 import RetryInfo
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from provtel.exporter.prov.otlp import OtlpError, parse_protobuf
-from provtel.exporter.receiver.core import Receiver
+from provtel.exporter.prov.otlp import OtlpError
+from provtel.exporter.receiver.decode import Ingest
 from provtel.exporter.receiver.runs import Overloaded
 
 logger = logging.getLogger(__name__)
@@ -62,9 +61,8 @@ def _abort_retry(context: grpc.ServicerContext, message: str, delay_s: float) ->
     raise AssertionError("context.abort() returned")  # it raises; this tells type checkers
 
 
-def _handler(
-    receiver: Receiver, request_type: type[Any], export: Callable[[Any], Any]
-) -> grpc.RpcMethodHandler:
+def _handler(ingest: Ingest, signal: str) -> grpc.RpcMethodHandler:
+    receiver = ingest.receiver
     config = receiver.config
 
     def handle(data: bytes, context: grpc.ServicerContext) -> bytes:
@@ -77,11 +75,9 @@ def _handler(
                 receiver.stats.refused_requests += 1
                 _abort_retry(context, "receiver busy: retry later", config.retry_after_s)
             try:
-                request = parse_protobuf(data, request_type)
+                response = ingest.export(signal, data)
             except OtlpError as exc:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            try:
-                response = export(request)
             except Overloaded as exc:
                 _abort_retry(context, str(exc), exc.retry_after_s)
             except Exception:
@@ -93,33 +89,19 @@ def _handler(
     return grpc.unary_unary_rpc_method_handler(handle)
 
 
-def start_grpc_server(receiver: Receiver) -> tuple[grpc.Server, int]:
+def start_grpc_server(ingest: Ingest) -> tuple[grpc.Server, int]:
     """Start the OTLP/gRPC server; return it and the port it listens on."""
-    config = receiver.config
+    config = ingest.receiver.config
     server = grpc.server(
         futures.ThreadPoolExecutor(
             max_workers=config.grpc_workers, thread_name_prefix="provtel-grpc"
         ),
         handlers=[
             grpc.method_handlers_generic_handler(
-                TRACE_SERVICE,
-                {
-                    "Export": _handler(
-                        receiver,
-                        trace_service_pb2.ExportTraceServiceRequest,
-                        receiver.export_traces,
-                    )
-                },
+                TRACE_SERVICE, {"Export": _handler(ingest, "traces")}
             ),
             grpc.method_handlers_generic_handler(
-                METRICS_SERVICE,
-                {
-                    "Export": _handler(
-                        receiver,
-                        metrics_service_pb2.ExportMetricsServiceRequest,
-                        receiver.export_metrics,
-                    )
-                },
+                METRICS_SERVICE, {"Export": _handler(ingest, "metrics")}
             ),
         ],
         options=[
@@ -137,7 +119,8 @@ def start_grpc_server(receiver: Receiver) -> tuple[grpc.Server, int]:
             port = server.add_secure_port(address, credentials)
         else:
             port = server.add_insecure_port(address)
-    except RuntimeError as exc:  # grpcio's way of saying the address is taken
+    except RuntimeError as exc:  # grpcio's way of saying the address is taken (TLS files are
+        # checked before, by provtel.exporter.receiver.tls, so this is about the address)
         raise OSError(f"cannot listen for OTLP/gRPC on {address}: {exc}") from None
     if port == 0:
         raise OSError(f"cannot listen for OTLP/gRPC on {address}")

@@ -1,16 +1,39 @@
 """OTLP/HTTP: ``POST /v1/traces`` and ``POST /v1/metrics``; also ``GET /metrics``, ``GET /healthz``.
 
-A standard-library ``ThreadingHTTPServer`` (HTTP/1.1, keep-alive), one thread per connection,
-at most ``max_connections`` at once. Bodies are binary protobuf (``application/x-protobuf``) or
-OTLP/JSON (``application/json``), optionally ``Content-Encoding: gzip``, with a
-``Content-Length`` or chunked. The response has the request's content type.
+HTTP/1.1 is parsed by Tornado's HTTP server (``tornado.httpserver`` / ``http1connection``), not
+by provtel. Why Tornado: it is one well-kept dependency-free wheel (~0.5 MB, Apache-2.0, releases
+through 2026) whose HTTP/1.1 connection takes per-request deadlines for the headers and for the
+body (``header_timeout``, ``body_timeout``), a header size limit and strict chunked parsing
+(hex digits only: a chunk size of ``-1`` is a 400, not "read until EOF"), on an event loop where
+an idle or slow connection costs a socket, not a thread. aiohttp would do too but brings seven
+dependencies and more C extensions; h11 only parses and leaves the connection handling (the
+part that went wrong: deadlines, limits, slow clients) to us. gRPC stays with grpcio.
+
+Bodies are binary protobuf (``application/x-protobuf``) or OTLP/JSON (``application/json``),
+optionally ``Content-Encoding: gzip`` (every member of a multi-member body is decoded; trailing
+bytes that are not a gzip member are a 400), with a ``Content-Length`` or chunked. The response
+has the request's content type. Decoding and journaling run on a small thread pool through
+:class:`~provtel.exporter.receiver.decode.Ingest` (bounded memory); the event loop only moves
+bytes.
+
+Bounds, per connection and request:
+
+* headers: at most ``max_header_bytes``, all received within ``header_timeout_s`` of the
+  request's start (a per-request deadline, not per read: a client sending one byte every few
+  seconds is cut off at the deadline); an idle keep-alive connection has the same deadline;
+* body: at most ``max_message_bytes`` (compressed and decompressed), all received within
+  ``body_timeout_s``; never buffered beyond the limit, whatever the framing says;
+* connections: at most ``max_connections``; when full, a new connection first evicts the
+  connection that has waited longest for its request headers (slow or idle clients cannot lock
+  others out), and is answered 503 only when every connection is in the middle of a request.
 
 Status codes (OTLP specification, "OTLP/HTTP Response"); error bodies are a
 ``google.rpc.Status``:
 
 =========== =====================================================================================
 200         accepted; ``partial_success`` says how many items were rejected and why
-400         the body cannot be decoded (protobuf, JSON, hex ids, gzip)
+400         the body cannot be decoded (protobuf, JSON, hex ids, gzip), bad framing (Tornado's
+            bare 400 for malformed HTTP, then the connection is closed)
 401         a token is configured and the request lacks it or has another (``WWW-Authenticate``)
 404 / 405   another path / method
 411         no ``Content-Length`` and not chunked
@@ -22,43 +45,43 @@ Status codes (OTLP specification, "OTLP/HTTP Response"); error bodies are a
 =========== =====================================================================================
 
 A refused request's body is read and dropped (up to ``max_message_bytes``) so that the client
-reads the answer and the connection goes on; a larger body, or one of unknown length, closes
-the connection after the answer.
+reads the answer and the connection goes on; a larger body closes the connection after the
+answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import socket
-import ssl
 import threading
+import time
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
 from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
-)
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from tornado import httputil, iostream, netutil
+from tornado.http1connection import HTTP1ServerConnection, is_transfer_encoding_chunked
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import IOLoop
 
-from provtel.exporter.prov.otlp import OtlpError, parse_json, parse_protobuf
-from provtel.exporter.receiver.core import Receiver
+from provtel.exporter.prov.otlp import OtlpError
+from provtel.exporter.receiver.decode import Ingest
+from provtel.exporter.receiver.limits import ServeLimits
 from provtel.exporter.receiver.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from provtel.exporter.receiver.runs import Overloaded
+from provtel.exporter.receiver.tls import server_context
 
 logger = logging.getLogger(__name__)
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 
-_SIGNALS: dict[str, tuple[type[Any], str]] = {
-    "/v1/traces": (ExportTraceServiceRequest, "export_traces"),
-    "/v1/metrics": (ExportMetricsServiceRequest, "export_metrics"),
-}
+_SIGNALS = {"/v1/traces": "traces", "/v1/metrics": "metrics"}
 _GRPC_CODES = {
     400: code_pb2.INVALID_ARGUMENT,
     401: code_pb2.UNAUTHENTICATED,
@@ -70,6 +93,13 @@ _GRPC_CODES = {
     500: code_pb2.INTERNAL,
     503: code_pb2.UNAVAILABLE,
 }
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"
+    b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+)
+# Tornado's own body limit is set out of reach: this module enforces max_message_bytes itself so
+# that it can answer 413 with a google.rpc.Status (Tornado would answer a bare 400).
+_UNBOUNDED = 1 << 62
 
 
 class _Refused(Exception):
@@ -79,23 +109,235 @@ class _Refused(Exception):
         self.retry_after_s = retry_after_s
 
 
-class _Handler(BaseHTTPRequestHandler):
-    _unread: int | None = None
-    _client_closes = False
-    protocol_version = "HTTP/1.1"
-    server_version = "provtel-serve"
-    sys_version = ""
-    server: _Server
+def gunzip(body: bytes, limit: int) -> bytes:
+    """Every member of a gzip body (RFC 1952 allows several), at most ``limit`` bytes out;
+    raises :class:`_Refused` 413 beyond it, 400 for a malformed or truncated member or for
+    trailing bytes that are not a gzip member."""
+    out: list[bytes] = []
+    size = 0
+    rest = body
+    while True:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            data = inflater.decompress(rest, limit + 1 - size)
+        except zlib.error as exc:
+            raise _Refused(400, f"malformed gzip body: {exc}") from None
+        size += len(data)
+        if size > limit:
+            raise _Refused(413, f"body larger than {limit} bytes once decompressed")
+        out.append(data)
+        if not inflater.eof:
+            raise _Refused(400, "truncated gzip body")
+        rest = inflater.unused_data
+        if not rest:
+            return b"".join(out)
+        if rest[:2] != b"\x1f\x8b":
+            raise _Refused(400, f"{len(rest)} bytes of trailing data after the gzip body")
 
-    def setup(self) -> None:
-        super().setup()
-        # Slow or silent clients are cut off instead of holding a thread forever.
-        self.connection.settimeout(self.server.receiver.config.read_timeout_s)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("provtel serve: %s " + format, self.address_string(), *args)
+def _status_body(refused: _Refused, json_body: bool) -> tuple[bytes, str]:
+    status = status_pb2.Status(
+        code=_GRPC_CODES.get(refused.status, code_pb2.UNKNOWN), message=str(refused)
+    )
+    if json_body:
+        return json_format.MessageToJson(status, indent=None).encode(), JSON
+    return status.SerializeToString(), PROTOBUF
 
-    # -- responses ------------------------------------------------------------------------------
+
+class _Request(httputil.HTTPMessageDelegate):
+    """One HTTP request on a connection: checked at the headers, body collected within the
+    limit (or dropped when refused), answered when complete."""
+
+    def __init__(self, server: _Server, conn: Any) -> None:
+        self.server = server
+        self.conn = conn
+        self.method = ""
+        self.path = ""
+        self.headers = httputil.HTTPHeaders()
+        self.json_body = False
+        self.chunked = False
+        self.refused: _Refused | None = None
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.reserved = 0
+        self.answered = False
+        self.closing = False
+
+    # -- headers --------------------------------------------------------------------------------
+
+    def headers_received(
+        self,
+        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+        headers: httputil.HTTPHeaders,
+    ) -> None:
+        assert isinstance(start_line, httputil.RequestStartLine)
+        self.server.request_started(self.conn)
+        self.method, self.headers = start_line.method, headers
+        self.path = urlsplit(start_line.path).path
+        self.conn.set_max_body_size(_UNBOUNDED)
+        try:
+            self.chunked = is_transfer_encoding_chunked(headers)
+        except httputil.HTTPInputError:
+            # Framing Tornado refuses itself right after this (a bare 400, then it closes):
+            # nothing to add.
+            self.answered = True
+            return
+        content_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
+        self.json_body = content_type == JSON
+        if self.method != "POST":
+            return  # answered in finish(); GET and HEAD have no body to speak of
+        try:
+            self._admit(content_type)
+        except _Refused as refused:
+            self.refused = refused
+            declared = self._declared_length()
+            limit = self.server.ingest.receiver.config.max_message_bytes
+            if declared is not None and declared > limit:
+                self._answer_refusal(close=True)  # not worth reading: answer now, then close
+
+    def _declared_length(self) -> int | None:
+        if self.chunked:
+            return None
+        length = self.headers.get("Content-Length")
+        return int(length) if length is not None and length.isdigit() else None
+
+    def _admit(self, content_type: str) -> None:
+        receiver = self.server.ingest.receiver
+        config = receiver.config
+        if self.server.stopping:
+            raise _Refused(503, "the receiver is stopping: retry later", config.retry_after_s)
+        signal = _SIGNALS.get(self.path)
+        if signal is None:
+            raise _Refused(404, f"no OTLP endpoint at {self.path} (use /v1/traces or /v1/metrics)")
+        if not receiver.token_ok(self.headers.get("Authorization")):
+            raise _Refused(401, "missing or wrong bearer token")
+        if content_type not in (PROTOBUF, JSON):
+            raise _Refused(415, f"Content-Type must be {PROTOBUF} or {JSON}, not {content_type!r}")
+        encoding = self.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("identity", "gzip", ""):
+            raise _Refused(415, f"Content-Encoding must be gzip or identity, not {encoding!r}")
+        if self.chunked:
+            size = config.max_message_bytes
+        else:
+            length = self.headers.get("Content-Length")
+            if length is None:
+                raise _Refused(411, "Content-Length required")
+            if not length.isdigit():
+                raise _Refused(400, f"bad Content-Length {length!r}")
+            size = int(length)
+            if size > config.max_message_bytes:
+                raise _Refused(413, f"body of {size} bytes > {config.max_message_bytes}")
+        if not receiver.budget.acquire(size):
+            receiver.stats.refused_requests += 1
+            raise _Refused(503, "receiver busy: retry later", config.retry_after_s)
+        self.reserved = size
+
+    # -- body -----------------------------------------------------------------------------------
+
+    def data_received(self, chunk: bytes) -> None:
+        if self.answered:
+            return
+        limit = self.server.ingest.receiver.config.max_message_bytes
+        self.size += len(chunk)
+        if self.size > limit:
+            if self.refused is None or self.refused.status != 413:
+                self.refused = _Refused(413, f"body larger than {limit} bytes")
+            self._answer_refusal(close=True)
+            return
+        if self.refused is None and self.method == "POST":
+            self.parts.append(chunk)
+
+    def finish(self) -> None:
+        if self.answered:
+            return
+        if self.method in ("GET", "HEAD"):
+            self._get()
+        elif self.method != "POST":
+            self.refused = _Refused(405, f"method {self.method} not allowed")
+            self._answer_refusal(close=True)
+        elif self.refused is not None:
+            self._answer_refusal(close=False)
+        else:
+            body, self.parts = b"".join(self.parts), []
+            self.server.spawn(self._post(body))
+
+    def on_connection_close(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self.reserved:
+            self.server.ingest.receiver.budget.release(self.reserved)
+            self.reserved = 0
+
+    # -- answers --------------------------------------------------------------------------------
+
+    async def _post(self, body: bytes) -> None:
+        ingest = self.server.ingest
+        signal = _SIGNALS[self.path]
+        encoding = self.headers.get("Content-Encoding", "identity").strip().lower()
+        try:
+            response = await self.server.run(self._decode, ingest, signal, body, encoding)
+        except _Refused as refused:
+            self.refused = refused
+            self._answer_refusal(close=False)
+            return
+        except Exception:
+            logger.exception("provtel serve: cannot handle an HTTP export")
+            self.refused = _Refused(500, "internal error; see the receiver's log")
+            self._answer_refusal(close=True)
+            return
+        finally:
+            self._release()
+        if self.json_body:
+            self._send(200, json_format.MessageToJson(response, indent=None).encode(), JSON)
+        else:
+            self._send(200, response.SerializeToString(), PROTOBUF)
+
+    def _decode(self, ingest: Ingest, signal: str, body: bytes, encoding: str) -> Any:
+        """On a worker thread: gunzip, decode, journal."""
+        if encoding == "gzip":
+            body = gunzip(body, ingest.receiver.config.max_message_bytes)
+        try:
+            return ingest.export(signal, body, self.json_body)
+        except OtlpError as exc:
+            raise _Refused(400, str(exc)) from None
+        except Overloaded as exc:
+            raise _Refused(503, str(exc), exc.retry_after_s) from None
+
+    def _get(self) -> None:
+        receiver = self.server.ingest.receiver
+        if self.path == "/healthz":
+            self._send(200, b"ok\n", "text/plain; charset=utf-8")
+        elif self.path == "/metrics" and receiver.prometheus is not None:
+            if not receiver.token_ok(self.headers.get("Authorization")):
+                self.refused = _Refused(401, "missing or wrong bearer token")
+                self._answer_refusal(close=False)
+                return
+            self.server.spawn(self._metrics())
+        elif self.path in _SIGNALS:
+            self.refused = _Refused(405, "use POST")
+            self._answer_refusal(close=False)
+        else:
+            self.refused = _Refused(404, f"nothing at {self.path}")
+            self._answer_refusal(close=False)
+
+    async def _metrics(self) -> None:
+        prometheus = self.server.ingest.receiver.prometheus
+        assert prometheus is not None
+        page = await self.server.run(lambda: prometheus.render().encode())
+        self._send(200, page, PROMETHEUS_CONTENT_TYPE)
+
+    def _answer_refusal(self, close: bool) -> None:
+        self._release()
+        refused = self.refused
+        assert refused is not None
+        body, content_type = _status_body(refused, self.json_body)
+        headers = {}
+        if refused.retry_after_s is not None:
+            headers["Retry-After"] = str(max(1, round(refused.retry_after_s)))
+        if refused.status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="provtel"'
+        self._send(refused.status, body, content_type, headers, close)
 
     def _send(
         self,
@@ -103,263 +345,186 @@ class _Handler(BaseHTTPRequestHandler):
         body: bytes,
         content_type: str,
         headers: dict[str, str] | None = None,
+        close: bool = False,
     ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _error(self, refused: _Refused, json_body: bool) -> None:
-        status = status_pb2.Status(
-            code=_GRPC_CODES.get(refused.status, code_pb2.UNKNOWN), message=str(refused)
+        if self.answered:
+            return
+        self.answered = True
+        out = httputil.HTTPHeaders(
+            {
+                "Content-Type": content_type,
+                "Content-Length": str(len(body)),
+                "Server": "provtel-serve",
+            }
         )
-        headers = {}
-        if refused.retry_after_s is not None:
-            headers["Retry-After"] = str(max(1, round(refused.retry_after_s)))
-        if refused.status == 401:
-            headers["WWW-Authenticate"] = 'Bearer realm="provtel"'
-        if json_body:
-            body, ctype = json_format.MessageToJson(status, indent=None).encode(), JSON
-        else:
-            body, ctype = status.SerializeToString(), PROTOBUF
-        self._send(refused.status, body, ctype, headers)
-
-    # -- POST -----------------------------------------------------------------------------------
-
-    def do_POST(self) -> None:
-        receiver = self.server.receiver
-        json_body = self.headers.get("Content-Type", "").split(";")[0].strip().lower() == JSON
-        self._client_closes = self.close_connection
-        self._unread = self._declared_length()
+        for key, value in (headers or {}).items():
+            out[key] = value
+        if close:
+            out["Connection"] = "close"
+        start = httputil.ResponseStartLine("HTTP/1.1", status, httputil.responses.get(status, ""))
         try:
-            self._post(receiver, json_body)
-        except _Refused as refused:
-            self._skip_body(receiver.config.max_message_bytes)
-            self._error(refused, json_body)
-        except (OSError, ssl.SSLError):
-            self.close_connection = True  # the client went away or timed out
-        except Exception:
-            logger.exception("provtel serve: cannot handle an HTTP export")
-            self.close_connection = True
-            self._error(_Refused(500, "internal error; see the receiver's log"), json_body)
+            self.conn.write_headers(start, out, body if self.method != "HEAD" else b"")
+            self.conn.finish()
+        except (iostream.StreamClosedError, httputil.HTTPOutputError):
+            pass  # the client went away
 
-    def _declared_length(self) -> int | None:
-        """Bytes of body still to read; None when unknown (chunked, or a bad header)."""
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return None
-        length = self.headers.get("Content-Length")
-        if length is None:
-            return 0
-        try:
-            size = int(length)
-        except ValueError:
-            return None
-        return size if size >= 0 else None
 
-    def _skip_body(self, limit: int) -> None:
-        """Read and drop the body of a refused request, so that the client reads the answer
-        (instead of a reset) and the connection serves its next request; too large or of unknown
-        length: close the connection instead."""
-        unread = self._unread
-        if unread is None or unread > limit:
-            self.close_connection = True
+def _no_callback(request: Any) -> None:
+    raise AssertionError("unused: _Server.start_request makes the request delegates")
+
+
+class _Server(HTTPServer):
+    """Tornado's HTTP server with provtel's requests, connection limit and eviction."""
+
+    ingest: Ingest
+    limits: ServeLimits
+    stopping: bool
+    pool: ThreadPoolExecutor
+    _waiting: dict[HTTP1ServerConnection, float]
+
+    def setup(self, ingest: Ingest, limits: ServeLimits) -> None:
+        self.ingest, self.limits, self.stopping = ingest, limits, False
+        self.pool = ThreadPoolExecutor(limits.http_workers, thread_name_prefix="provtel-http")
+        self._waiting = {}  # connections waiting for request headers -> since when
+        self._tasks: set[asyncio.Future[Any]] = set()
+
+    # -- connections ----------------------------------------------------------------------------
+
+    def handle_stream(self, stream: iostream.IOStream, address: tuple[Any, ...]) -> None:
+        full = len(self._connections) >= self.ingest.receiver.config.max_connections
+        if full and not self._evict_waiting():
+            self.ingest.receiver.stats.refused_requests += 1
+            future = stream.write(_BUSY)
+            future.add_done_callback(lambda _: stream.close())
             return
-        try:
-            while unread > 0:
-                chunk = self.rfile.read(min(unread, 65_536))
-                if not chunk:
-                    self.close_connection = True
-                    return
-                unread -= len(chunk)
-        except OSError:
-            self.close_connection = True
-            return
-        self._unread = 0
-        self.close_connection = self._client_closes
+        super().handle_stream(stream, address)
 
-    def _post(self, receiver: Receiver, json_body: bool) -> None:
-        config = receiver.config
-        path = urlsplit(self.path).path
-        signal = _SIGNALS.get(path)
-        if signal is None:
-            raise _Refused(404, f"no OTLP endpoint at {path} (use /v1/traces or /v1/metrics)")
-        if not receiver.token_ok(self.headers.get("Authorization")):
-            raise _Refused(401, "missing or wrong bearer token")
-        content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if content_type not in (PROTOBUF, JSON):
-            raise _Refused(415, f"Content-Type must be {PROTOBUF} or {JSON}, not {content_type!r}")
-        encoding = self.headers.get("Content-Encoding", "identity").strip().lower()
-        if encoding not in ("identity", "gzip", ""):
-            raise _Refused(415, f"Content-Encoding must be gzip or identity, not {encoding!r}")
-        chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
-        length = self.headers.get("Content-Length")
-        if chunked:
-            size = config.max_message_bytes
-        elif length is None:
-            raise _Refused(411, "Content-Length required")
-        else:
-            try:
-                size = int(length)
-            except ValueError:
-                raise _Refused(400, f"bad Content-Length {length!r}") from None
-            if size < 0:
-                raise _Refused(400, f"bad Content-Length {length!r}")
-            if size > config.max_message_bytes:
-                raise _Refused(413, f"body of {size} bytes > {config.max_message_bytes}")
-        with receiver.budget.reserve(size) as admitted:
-            if not admitted:
-                receiver.stats.refused_requests += 1
-                raise _Refused(503, "receiver busy: retry later", config.retry_after_s)
-            body = self._read_chunked(config.max_message_bytes) if chunked else self._read(size)
-            self._unread = 0
-            if encoding == "gzip":
-                body = _gunzip(body, config.max_message_bytes)
-            request_type, method = signal
-            try:
-                if content_type == JSON:
-                    request = parse_json(body, request_type)
-                else:
-                    request = parse_protobuf(body, request_type)
-            except OtlpError as exc:
-                raise _Refused(400, str(exc)) from None
-            try:
-                response = getattr(receiver, method)(request)
-            except Overloaded as exc:
-                raise _Refused(503, str(exc), exc.retry_after_s) from None
-        if content_type == JSON:
-            self._send(200, json_format.MessageToJson(response, indent=None).encode(), JSON)
-        else:
-            self._send(200, response.SerializeToString(), PROTOBUF)
+    def _evict_waiting(self) -> bool:
+        """Close the connection that has waited longest for request headers (slowloris, idle
+        keep-alive); False when every connection is in the middle of a request."""
+        if not self._waiting:
+            return False
+        oldest = min(self._waiting, key=self._waiting.__getitem__)
+        del self._waiting[oldest]
+        self._connections.discard(oldest)
+        logger.debug("provtel serve: connections full; closed one waiting for headers")
+        oldest.stream.close()
+        return True
 
-    def _read(self, size: int) -> bytes:
-        body = self.rfile.read(size)
-        if len(body) != size:
-            self.close_connection = True
-            raise _Refused(400, f"body ended after {len(body)} of {size} bytes")
-        return body
+    def start_request(self, server_conn: object, request_conn: httputil.HTTPConnection) -> Any:
+        assert isinstance(server_conn, HTTP1ServerConnection)
+        self._waiting[server_conn] = time.monotonic()
+        return _Request(self, request_conn)
 
-    def _read_chunked(self, limit: int) -> bytes:
-        parts: list[bytes] = []
-        total = 0
-        while True:
-            line = self.rfile.readline(100)
-            try:
-                n = int(line.split(b";")[0].strip(), 16)
-            except ValueError:
-                self.close_connection = True
-                raise _Refused(400, "malformed chunked body") from None
-            if n == 0:
-                while self.rfile.readline(1000).strip():  # trailers
-                    pass
-                return b"".join(parts)
-            total += n
-            if total > limit:
-                self.close_connection = True
-                raise _Refused(413, f"body larger than {limit} bytes")
-            parts.append(self._read(n))
-            self.rfile.readline(3)  # CRLF after the chunk
-
-    # -- GET ------------------------------------------------------------------------------------
-
-    def do_GET(self) -> None:
-        receiver = self.server.receiver
-        path = urlsplit(self.path).path
-        if path == "/healthz":
-            self._send(200, b"ok\n", "text/plain; charset=utf-8")
-        elif path == "/metrics" and receiver.prometheus is not None:
-            if not receiver.token_ok(self.headers.get("Authorization")):
-                self._error(_Refused(401, "missing or wrong bearer token"), False)
+    def request_started(self, request_conn: Any) -> None:
+        """The headers of a request are in: its connection is no longer evictable."""
+        for server_conn in list(self._waiting):
+            if server_conn.stream is request_conn.stream:
+                del self._waiting[server_conn]
                 return
-            self._send(200, receiver.prometheus.render().encode(), PROMETHEUS_CONTENT_TYPE)
-        elif path in _SIGNALS:
-            self._error(_Refused(405, "use POST"), False)
-        else:
-            self._error(_Refused(404, f"nothing at {path}"), False)
 
-    do_HEAD = do_GET
+    def on_close(self, server_conn: object) -> None:
+        assert isinstance(server_conn, HTTP1ServerConnection)
+        self._waiting.pop(server_conn, None)
+        self._connections.discard(server_conn)
 
-    def _method_not_allowed(self) -> None:
-        self.close_connection = True
-        self._error(_Refused(405, f"method {self.command} not allowed"), False)
+    # -- work -----------------------------------------------------------------------------------
 
-    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _method_not_allowed
+    def spawn(self, coroutine: Any) -> None:
+        """Run a request's answer on the loop (kept referenced until done)."""
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
+    async def run(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` on a worker thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
-def _gunzip(body: bytes, limit: int) -> bytes:
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise _Refused(400, f"malformed gzip body: {exc}") from None
-    if len(out) > limit:
-        raise _Refused(413, f"body larger than {limit} bytes once decompressed")
-    if not inflater.eof:
-        raise _Refused(400, "truncated gzip body")
-    return out
+    @property
+    def busy(self) -> bool:
+        """Whether requests are being decoded or answered."""
+        return bool(self._tasks)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    request_queue_size = 128
+class HttpServer:
+    """The OTLP/HTTP server, on its own event-loop thread: ``port``, ``stop()``."""
 
-    def __init__(self, receiver: Receiver, tls: ssl.SSLContext | None) -> None:
-        self.receiver = receiver
-        self.tls = tls
-        self._slots = threading.BoundedSemaphore(receiver.config.max_connections)
-        config = receiver.config
-        if ":" in config.host:
-            self.address_family = socket.AF_INET6
-        super().__init__((config.host, config.http_port or 0), _Handler)
+    def __init__(self, ingest: Ingest, limits: ServeLimits | None = None) -> None:
+        self.ingest = ingest
+        self.limits = limits or ServeLimits()
+        config = ingest.receiver.config
+        tls = server_context(config.tls_cert, config.tls_key) if config.tls_cert else None
+        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+        # Bound here, in the caller's thread, so that "address in use" is the caller's error.
+        self._sockets = netutil.bind_sockets(
+            config.http_port or 0, config.host, family=family, backlog=128
+        )
+        self.port = int(self._sockets[0].getsockname()[1])
+        self._tls = tls
+        self._ready = threading.Event()
+        self._loop: IOLoop | None = None
+        self._server: _Server | None = None
+        self._thread = threading.Thread(target=self._serve, name="provtel-http", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._server is None:
+            raise OSError(f"cannot serve OTLP/HTTP on {config.host}:{self.port}; see the log")
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            with contextlib.suppress(OSError):  # too many connections: 503, nothing read
-                request.sendall(
-                    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"
-                    b"Content-Length: 0\r\nConnection: close\r\n\r\n"
-                )
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
+    def _serve(self) -> None:
         try:
-            super().process_request_thread(request, client_address)
+            asyncio.set_event_loop(asyncio.new_event_loop())
+            self._loop = IOLoop.current()
+            self._server = self._listen()
         finally:
-            self._slots.release()
+            self._ready.set()
+        self._loop.start()
+        self._loop.close(all_fds=True)
 
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        if self.tls is not None:
-            # The handshake runs here, in the connection's thread, under the read timeout.
-            request.settimeout(self.receiver.config.read_timeout_s)
-            try:
-                request = self.tls.wrap_socket(request, server_side=True)
-            except (OSError, ssl.SSLError) as exc:
-                logger.debug("provtel serve: TLS handshake with %s failed: %s", client_address, exc)
-                return
-        super().finish_request(request, client_address)
+    def _listen(self) -> _Server:
+        config = self.ingest.receiver.config
+        server = _Server(
+            _no_callback,
+            ssl_options=self._tls,
+            idle_connection_timeout=self.limits.header_timeout_s,
+            body_timeout=self.limits.body_timeout_s or config.read_timeout_s,
+            max_header_size=self.limits.max_header_bytes,
+            max_body_size=_UNBOUNDED,
+            decompress_request=False,
+            chunk_size=64 * 1024,
+        )
+        server.setup(self.ingest, self.limits)
+        server.add_sockets(self._sockets)
+        return server
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        logger.debug("provtel serve: connection from %s failed", client_address, exc_info=True)
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Stop accepting, answer 503 to new requests, let those in progress finish (up to
+        ``grace_s``), close every connection and the loop."""
+        loop, server = self._loop, self._server
+        if loop is None or server is None:
+            return
+        done = threading.Event()
+
+        async def shut() -> None:
+            server.stop()
+            server.stopping = True
+            deadline = time.monotonic() + grace_s
+            while server.busy and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                await asyncio.wait_for(server.close_all_connections(), timeout=1.0)
+            server.pool.shutdown(wait=False, cancel_futures=True)
+            done.set()
+
+        loop.add_callback(lambda: asyncio.ensure_future(shut()))
+        done.wait(grace_s + 5)
+        loop.add_callback(loop.stop)
+        self._thread.join(5)
+        self._loop = None
 
 
-def start_http_server(receiver: Receiver) -> tuple[ThreadingHTTPServer, int]:
-    """Start the OTLP/HTTP server in a thread; return it and the port it listens on."""
-    config = receiver.config
-    tls = None
-    if config.tls_cert is not None and config.tls_key is not None:
-        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        tls.load_cert_chain(config.tls_cert, config.tls_key)
-    server = _Server(receiver, tls)
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="provtel-http", daemon=True
-    )
-    thread.start()
-    return server, server.server_address[1]
+def start_http_server(ingest: Ingest, limits: ServeLimits | None = None) -> HttpServer:
+    """Start the OTLP/HTTP server in a thread (the port is ``.port``)."""
+    return HttpServer(ingest, limits)
+
+
+__all__ = ["HttpServer", "gunzip", "start_http_server"]

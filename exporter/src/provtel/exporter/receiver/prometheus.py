@@ -17,8 +17,12 @@ implements them (``prometheus/otlptranslator``, with metric suffixes):
   ``target_info``.
 
 Scrape with ``honor_labels: true`` so ``job`` and ``instance`` stay those of the training
-processes. Memory is bounded: at most ``max_series`` series (new ones beyond are dropped,
-logged once); series not updated for ``stale_after_s`` disappear. Delta sums and histograms
+processes. Memory is bounded in count and in bytes: at most ``max_series`` series, and at most
+``max_bytes`` of exposition text for all of them together (each series is charged the length
+of its lines: name, labels, value; a family its ``# HELP``/``# TYPE`` lines, the help cut to
+:data:`MAX_HELP_CHARS`), so the ``/metrics`` page is at most about ``max_bytes`` too. New
+series beyond either bound are dropped (logged once; PROV keeps everything); series not
+updated for ``stale_after_s`` disappear and give their bytes back. Delta sums and histograms
 are accumulated; exponential histograms and summaries are not exposed.
 """
 
@@ -43,6 +47,10 @@ from provtel.exporter.prov.otlp import _attrs
 logger = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: Longest ``# HELP`` text kept (a metric's description), characters.
+MAX_HELP_CHARS = 1024
+#: Characters of a line besides its name and labels (value, separators), as charged.
+_LINE_OVERHEAD = 32
 
 _UNITS = {
     "d": "days",
@@ -181,6 +189,7 @@ def _labels(attributes: dict[str, Any], extra: Iterable[tuple[str, str]]) -> tup
 @dataclass(slots=True)
 class _Sample:
     updated: float
+    cost: int = 0
     value: float = 0.0
     bounds: tuple[float, ...] = ()
     counts: list[int] = field(default_factory=list)
@@ -193,7 +202,15 @@ class _Family:
     name: str
     type: str
     help: str
+    cost: int = 0
     samples: dict[tuple[Any, ...], _Sample] = field(default_factory=dict)
+
+
+def _series_cost(name: str, labels: tuple[Any, ...], lines: int) -> int:
+    """Bytes of exposition charged for a series of ``lines`` lines (a histogram's buckets
+    have one more label, ``le``)."""
+    label_text = sum(len(k) + len(v) + 4 for k, v in labels)
+    return (len(name) + label_text + _LINE_OVERHEAD + 16) * lines
 
 
 class PrometheusView:
@@ -204,8 +221,13 @@ class PrometheusView:
         max_series: int = 10_000,
         stale_after_s: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
+        max_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         self.max_series = max_series
+        #: Bytes of exposition text all series and families may take together.
+        self.max_bytes = max_bytes
+        #: Bytes charged now.
+        self.used_bytes = 0
         self.stale_after_s = stale_after_s
         self.clock = clock
         self._families: dict[str, _Family] = {}
@@ -221,7 +243,11 @@ class PrometheusView:
     def _family(self, name: str, type_: str, help_: str) -> _Family | None:
         family = self._families.get(name)
         if family is None:
-            family = self._families[name] = _Family(name, type_, help_)
+            help_ = help_[:MAX_HELP_CHARS]
+            cost = 2 * len(name) + len(help_) + 2 * _LINE_OVERHEAD
+            if not self._charge(cost):
+                return None
+            family = self._families[name] = _Family(name, type_, help_, cost)
         elif family.type != type_:
             self._warn(
                 "type:" + name,
@@ -234,7 +260,21 @@ class PrometheusView:
             return None
         return family
 
-    def _sample(self, family: _Family, labels: tuple[Any, ...], now: float) -> _Sample | None:
+    def _charge(self, cost: int) -> bool:
+        if self.used_bytes + cost > self.max_bytes:
+            self._warn(
+                "bytes",
+                "provtel serve: /metrics holds %d bytes of series (the limit); new series are "
+                "not exposed (PROV keeps everything)",
+                self.max_bytes,
+            )
+            return False
+        self.used_bytes += cost
+        return True
+
+    def _sample(
+        self, family: _Family, labels: tuple[Any, ...], now: float, lines: int = 1
+    ) -> _Sample | None:
         sample = family.samples.get(labels)
         if sample is None:
             if self._series >= self.max_series:
@@ -245,8 +285,15 @@ class PrometheusView:
                     self.max_series,
                 )
                 return None
-            sample = family.samples[labels] = _Sample(now)
+            cost = _series_cost(family.name, labels, lines)
+            if not self._charge(cost):
+                return None
+            sample = family.samples[labels] = _Sample(now, cost)
             self._series += 1
+        elif sample.cost < (cost := _series_cost(family.name, labels, lines)):
+            if not self._charge(cost - sample.cost):  # a histogram with more buckets now
+                return None
+            sample.cost = cost
         sample.updated = now
         return sample
 
@@ -295,7 +342,8 @@ class PrometheusView:
         for point in data.data_points:
             if point.flags & 1:  # no recorded value
                 continue
-            sample = self._sample(family, _labels(_attrs(point.attributes), extra), now)
+            lines = len(point.explicit_bounds) + 4 if kind == "histogram" else 1
+            sample = self._sample(family, _labels(_attrs(point.attributes), extra), now, lines)
             if sample is None:
                 continue
             if kind == "histogram":
@@ -320,13 +368,15 @@ class PrometheusView:
         now = self.clock()
         out: list[str] = []
         with self._lock:
-            for family in self._families.values():
+            for family in list(self._families.values()):
                 for labels in [
                     k for k, s in family.samples.items() if now - s.updated > self.stale_after_s
                 ]:
-                    del family.samples[labels]
+                    self.used_bytes -= family.samples.pop(labels).cost
                     self._series -= 1
                 if not family.samples:
+                    del self._families[family.name]
+                    self.used_bytes -= family.cost
                     continue
                 if family.help:
                     help_ = family.help.replace("\\", "\\\\").replace("\n", "\\n")

@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import grpc
 
 from provtel.exporter.receiver.core import Receiver, ReceiverConfig
+from provtel.exporter.receiver.decode import Ingest
 from provtel.exporter.receiver.grpc_server import start_grpc_server
-from provtel.exporter.receiver.http_server import start_http_server
+from provtel.exporter.receiver.http_server import HttpServer, start_http_server
+from provtel.exporter.receiver.limits import ServeLimits
+from provtel.exporter.receiver.tls import server_context
 
 logger = logging.getLogger(__name__)
 
@@ -22,16 +24,25 @@ class ReceiverServer:
 
     ``start()`` first reopens the runs a previous receiver left unfinished, then listens.
     ``stop()`` stops listening, lets requests in progress finish, and closes the open runs'
-    journals *without* finalising them: the next start continues them.
+    journals *without* finalising them: the next start continues them. ``limits`` are the
+    transports' deadlines and memory bounds (:class:`ServeLimits`; defaults when None).
     """
 
-    def __init__(self, config: ReceiverConfig) -> None:
+    def __init__(self, config: ReceiverConfig, limits: ServeLimits | None = None) -> None:
         self.config = config
+        self.limits = limits or ServeLimits()
+        if config.tls_cert is not None:
+            server_context(config.tls_cert, config.tls_key)  # TlsError now, not at listen
         self.receiver = Receiver(config)
+        if self.receiver.prometheus is not None:
+            self.receiver.prometheus.max_bytes = self.limits.max_series_bytes
+        self.ingest = Ingest(
+            self.receiver, self.limits.decode_budget_bytes, self.limits.decode_chunk_bytes
+        )
         self.grpc_port: int | None = None
         self.http_port: int | None = None
         self._grpc: grpc.Server | None = None
-        self._http: ThreadingHTTPServer | None = None
+        self._http: HttpServer | None = None
         self._stop = threading.Event()
         self._finaliser: threading.Thread | None = None
 
@@ -47,9 +58,10 @@ class ReceiverServer:
             logger.info("provtel serve: continuing %d unfinished run(s)", recovered)
         try:
             if self.config.grpc_port is not None:
-                self._grpc, self.grpc_port = start_grpc_server(self.receiver)
+                self._grpc, self.grpc_port = start_grpc_server(self.ingest)
             if self.config.http_port is not None:
-                self._http, self.http_port = start_http_server(self.receiver)
+                self._http = start_http_server(self.ingest, self.limits)
+                self.http_port = self._http.port
         except BaseException:
             self.stop()
             raise
@@ -74,8 +86,7 @@ class ReceiverServer:
         self._stop.set()
         deadline = time.monotonic() + grace_s
         if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
+            self._http.stop(grace_s)
             self._http = None
         if self._grpc is not None:
             self._grpc.stop(grace_s).wait(grace_s + 1)
