@@ -23,6 +23,7 @@ import pytest
 
 from provtel.exporter.prov.validate import assert_valid
 from tests.support import INSTRUMENT, clean_env, run_documents
+from tests.yprovstore import FakeYProvStore
 
 SCRIPTS = Path(__file__).parent / "scripts"
 TRAIN = SCRIPTS / "yprov_train.py"
@@ -30,12 +31,14 @@ EPOCHS, TRAIN_STEPS, VAL_BATCHES = 2, 6, 2  # 192 / 32 and 64 / 32 samples per b
 
 
 def _run(
-    script: Path, cwd: Path, *args: str, instrumented: bool
+    script: Path, cwd: Path, *args: str, instrumented: bool, **env_vars: str
 ) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, str(script), *args]
     if instrumented:
         command.insert(0, str(INSTRUMENT))
-    env = clean_env(OTEL_PYTHON_PROVTEL_HW_SAMPLE_INTERVAL="0", OTEL_PYTHON_PROVTEL_SUMMARY="false")
+    env = clean_env(
+        OTEL_PYTHON_PROVTEL_HW_SAMPLE_INTERVAL="0", OTEL_PYTHON_PROVTEL_SUMMARY="false", **env_vars
+    )
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
 
 
@@ -81,6 +84,7 @@ def _check_documented_run(cwd: Path, record: Path) -> Document:
     # nothing in the working directory but the output folder
     assert sorted(p.name for p in cwd.iterdir()) == ["prov"]
     (path,) = run_documents(cwd / "prov")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["metrics", "prov.json", "upload.json"]
     doc = Document(path)
     logged = json.loads(record.read_text())
 
@@ -153,7 +157,8 @@ def _check_documented_run(cwd: Path, record: Path) -> Document:
 
     # more than yProv4ML: epochs and evaluation passes, per-step timings, the machine
     kinds = [_type(a) for a in doc.activities.values()]
-    assert kinds.count("provtel:Epoch") == EPOCHS and kinds.count("provtel:Evaluation") == EPOCHS
+    assert kinds.count("provtel:Epoch") == EPOCHS, kinds
+    assert kinds.count("provtel:Evaluation") == EPOCHS, kinds
     _, durations = doc.metric("duration", "training")
     assert len(durations) == EPOCHS * TRAIN_STEPS and (durations["value"] > 0).all()
     agents = doc.doc["agent"].values()
@@ -167,9 +172,24 @@ def test_the_documented_script_switched_by_one_import(tmp_path: Path, instrument
     cwd = tmp_path / "work"
     cwd.mkdir()
     record = tmp_path / "logged.json"
-    result = _run(TRAIN, cwd, "--record", str(record), instrumented=instrumented)
-    assert result.returncode == 0, result.stderr
-    _check_documented_run(cwd, record)
+    with FakeYProvStore() as store:  # and it lands in yProvStore at the end of the run
+        token = store.token_for("alice@example.org")
+        result = _run(
+            TRAIN,
+            cwd,
+            "--record",
+            str(record),
+            instrumented=instrumented,
+            OTEL_PYTHON_PROVTEL_UPLOAD_URL=store.url,
+            OTEL_PYTHON_PROVTEL_UPLOAD_TOKEN=token,
+        )
+        assert result.returncode == 0, result.stderr
+        doc = _check_documented_run(cwd, record)
+        (stored,) = store.documents.values()
+    assert stored.data == doc.path.read_bytes()
+    assert "error" not in stored.parsed, stored.parsed  # prov 2.0.0, as the service parses
+    uploads = json.loads((doc.path.parent / "upload.json").read_text())["uploads"]
+    assert uploads[store.url]["pid"] == stored.pid
 
 
 def test_a_crash_before_end_run_still_leaves_the_document(tmp_path: Path) -> None:

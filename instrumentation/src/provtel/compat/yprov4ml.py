@@ -50,6 +50,7 @@ import enum
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -451,13 +452,14 @@ def save_model_version(
     Returns None (yProv4ML returns its ``prov`` entity).
     """
     model_name, model = _name_first(model_name, model)
-    folder = Path(get_artifacts_dir()) / _safe(model_name)
+    name = _safe(model_name)
+    folder = Path(get_artifacts_dir()) / name
     folder.mkdir(parents=True, exist_ok=True)
-    if incremental:
-        n = sum(1 for f in folder.iterdir() if f.name.startswith(f"{model_name}_"))
-        path = folder / f"{_safe(model_name)}_{n}.pt"
+    if incremental:  # numbered as yProv4ML does: the files of this name already there
+        n = sum(1 for f in folder.iterdir() if re.fullmatch(rf"{re.escape(name)}_\d+\.pt", f.name))
+        path = folder / f"{name}_{n}.pt"
     else:
-        path = folder / f"{_safe(model_name)}.pt"
+        path = folder / f"{name}.pt"
     _save_model(model, path)
 
 
