@@ -167,6 +167,9 @@ def test_the_text_report_shows_what_the_run_did(runs: dict[str, Run]) -> None:
         assert expected in text, expected
     report = report_json(runs["checkpoint"].folder)
     assert len(report["lineage"]["checkpoints"]) == 8  # every third of 24 steps
+    # progress bars on stderr when asked (by default only on a terminal); stdout unchanged
+    shown = provtel_cli("report", runs["checkpoint"].folder, "--progress")
+    assert "provtel: step series" in shown.stderr and shown.stdout == text
     evaluations = report["ranks"][0]["evaluations"]
     assert [e["context"] for e in evaluations] == ["validation", "validation"]
     assert all(isinstance(e["results"]["loss"], float) for e in evaluations)
