@@ -217,3 +217,70 @@ def test_two_receivers_on_one_output_the_second_fails_at_start(tmp_path: Path) -
         Router(output)
     router.close()
     assert (output / LOCK_FILE).is_file()
+
+
+def _serve_on_a_full_disk(output: Path, limit: int, log: Path) -> subprocess.Popen[str]:
+    """``provtel serve`` whose files may grow to ``limit`` bytes (RLIMIT_FSIZE: writes past it
+    land partially, then fail, as on a full disk -- no root, no mount)."""
+    import os
+    import resource as rlimit
+    import signal
+
+    def full_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        rlimit.setrlimit(rlimit.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "provtel.exporter.cli", "serve", "--output", str(output),
+         "--grpc-port", "off", "--http-port", "0", "--grace", "0.3"],
+        stdout=subprocess.PIPE, stderr=open(log, "w"), text=True,  # noqa: SIM115
+        env={k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+        preexec_fn=full_disk,
+    )  # fmt: skip
+    return proc
+
+
+def _http_port(proc: subprocess.Popen[str]) -> int:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert "listening" in line, line
+    return int(line.split("http=")[1].split()[0].rsplit(":", 1)[1])
+
+
+def test_a_request_refused_on_a_full_disk_never_corrupts_the_next(tmp_path: Path) -> None:
+    """Issue 12, item 2, receiver: the refused request's partial line is cut, a restarted
+    receiver reopens the run (the torn bytes split a multi-byte character), and every
+    acknowledged span is in the document."""
+    from tests.receiver.helpers import post, wait_for
+
+    output = tmp_path / "out"
+    first = training_spans(resource(), trace_id=0xF011, epochs=1, root=False)
+    big = training_spans(resource(), trace_id=0xF011, seed=7, epochs=1, root=False)
+    for span in big:
+        span._attributes = {**dict(span.attributes), "note": "переполнение 🔥 " * 20_000}
+    last = training_spans(resource(), trace_id=0xF011, seed=9, epochs=1)
+
+    proc = _serve_on_a_full_disk(output, 64_000, tmp_path / "serve1.log")
+    port = _http_port(proc)
+    assert post(port, "/v1/traces", trace_request(first).SerializeToString())[0] == 200
+    refused = post(port, "/v1/traces", trace_request(big).SerializeToString())[0]
+    assert refused in (429, 503)  # "retry later": the client keeps the spans
+    proc.terminate()
+    assert proc.wait(30) == 0
+    (journal_path,) = output.glob("*/journal.jsonl")
+    assert journal_path.read_bytes().endswith(b"\n")
+
+    proc = _serve_on_a_full_disk(output, 1 << 40, tmp_path / "serve2.log")  # space freed
+    try:
+        port = _http_port(proc)
+        # The client retries the refused request, then sends the rest.
+        assert post(port, "/v1/traces", trace_request(big).SerializeToString())[0] == 200
+        assert post(port, "/v1/traces", trace_request(last).SerializeToString())[0] == 200
+        doc_path = wait_for(lambda: list(output.glob("*/prov.json")), what="the document")[0]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    doc = assert_valid(doc_path, round_trips=False)
+    sent = {f"{s.context.span_id:016x}" for s in first + big + last}
+    assert {a["otel:span_id"] for a in doc["activity"].values() if "otel:span_id" in a} >= sent
+    assert "Traceback" not in (tmp_path / "serve2.log").read_text()

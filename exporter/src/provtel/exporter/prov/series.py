@@ -104,8 +104,8 @@ class Series:
         if not rows:
             return
         value_at = self.columns.index("value")
+        self._write(root, list(map(_line, rows)))  # first: a refused write counts nothing
         self.stats.add_many([row[value_at] for row in rows])
-        self._write(root, list(map(_line, rows)))
 
     def _write(self, root: Path, lines: list[str]) -> None:
         # Whole rows or none (a full disk never leaves half a row for the next one to extend).
@@ -119,8 +119,8 @@ class Series:
         """Append pre-formatted rows (the step-series fast path) and their values."""
         if not lines:
             return
-        self.stats.add_many(values)
         self._write(root, lines)
+        self.stats.add_many(values)
 
     def rescan(self, root: Path) -> None:
         """Rebuild the summary from the file (used when recovering a journal)."""

@@ -171,6 +171,7 @@ class RunStore:
     def add_spans(self, records: Iterable[dict[str, Any]]) -> None:
         """Journal span records; their step arrays go to series files."""
         lines: list[str] = []
+        rows: list[tuple[Series, list[str], list[Any]]] = []
         for rec in records:
             rid = self._resource(rec.pop("resource", None) or {}, lines)
             for part in step_series(rec):
@@ -186,12 +187,16 @@ class RunStore:
                     trace_id=rec["trace_id"],
                     resource=rid,
                 )
-                series.append_lines(self.dir, part.lines, part.values)
+                rows.append((series, part.lines, part.values))
             rec["resource"] = rid
             lines.append(encode(journal.SPAN, rec))
         self._last_resource = None
+        # The journal first: when it is refused (a full disk), no row of the request is written
+        # either, so the client's retry adds no duplicate rows.
         if lines:
             self._write(lines)
+        for series, part_lines, values in rows:
+            series.append_lines(self.dir, part_lines, values)
 
     def add_metric_points(self, points: Iterable[dict[str, Any]]) -> None:
         """Append metric data points to their series files."""
