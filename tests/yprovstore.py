@@ -10,11 +10,11 @@ behaves (HPCI-Lab/yProvStore ``routers/authentication/_login.py``, ``routers/doc
   one of a multipart ``document_file`` (``application/json`` or ``text/plain``, else 400) or a
   JSON ``document_data``; 404 for an unknown parent; answers ``{pid, version, storage_url,
   owner_email, parent_document_pid}``.
-- Every stored document is parsed the way the service's graph endpoints do, with ``prov`` 2.0.0
+- A stored document is parsed the way the service's graph endpoints do, with ``prov`` 2.0.0
   (``ProvDocument.deserialize(content=...)``, then ``unified().flattened()``), in a subprocess
-  (prov 2 cannot be imported beside prov 3): :attr:`StoredDocument.parsed` holds the outcome.
-- :meth:`FakeYProvStore.fail_next` makes the next requests answer an error (e.g. 503), to test
-  retries.
+  (prov 2 cannot be imported beside prov 3): :attr:`StoredDocument.parsed` is the outcome.
+- :meth:`FakeYProvStore.fail_next` makes the next requests answer an error (e.g. 503), and
+  :meth:`FakeYProvStore.delay_next` answers one late, to test retries.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -68,7 +69,15 @@ class StoredDocument:
     content_type: str
     owner_email: str
     parent_document_pid: str | None
-    parsed: dict[str, Any] = field(default_factory=dict)
+    _parsed: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def parsed(self) -> dict[str, Any]:
+        """The document as the service's graph endpoints read it (prov 2.0.0), parsed on
+        first use (the service, too, stores first and parses when a graph is asked for)."""
+        if self._parsed is None:
+            self._parsed = parse_with_prov2(self.data)
+        return self._parsed
 
 
 @dataclass
@@ -90,6 +99,7 @@ class FakeYProvStore:
         self.documents: dict[str, StoredDocument] = {}
         self.requests: list[Request] = []
         self._failures: list[tuple[int, str, dict[str, str]]] = []
+        self._delays: list[float] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -123,6 +133,11 @@ class FakeYProvStore:
         """Answer the next ``count`` requests with ``status``."""
         with self._lock:
             self._failures.extend([(status, description, headers or {})] * count)
+
+    def delay_next(self, seconds: float) -> None:
+        """Answer the next request only after ``seconds`` (it is then handled normally)."""
+        with self._lock:
+            self._delays.append(seconds)
 
     def posts(self, path: str) -> list[Request]:
         """The POST requests received on ``path`` (query excluded)."""
@@ -190,9 +205,7 @@ class FakeYProvStore:
         if parent is not None and parent not in self.documents:
             return 404, {"description": f"Document with PID {parent} not found."}
         pid = f"21.T11148/{uuid.uuid4().hex[:20]}"
-        document = StoredDocument(pid, stored, part_type, owner, parent)
-        document.parsed = parse_with_prov2(stored)
-        self.documents[pid] = document
+        self.documents[pid] = StoredDocument(pid, stored, part_type, owner, parent)
         return 200, {
             "pid": pid,
             "version": 1,
@@ -215,6 +228,8 @@ class FakeYProvStore:
                 with store._lock:
                     store.requests.append(Request("POST", self.path, headers, body))
                     failure = store._failures.pop(0) if store._failures else None
+                    delay = store._delays.pop(0) if store._delays else 0.0
+                time.sleep(delay)
                 extra: dict[str, str] = {}
                 if failure is not None:
                     status, answer, extra = failure[0], {"description": failure[1]}, failure[2]

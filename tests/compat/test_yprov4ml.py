@@ -280,3 +280,19 @@ def test_without_any_sdk_the_calls_are_harmless(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout == "done\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["noop.py"]
+
+
+def test_importing_the_layer_loads_neither_the_sdk_nor_the_exporter_nor_torch() -> None:
+    # the instrumentation distribution speaks the OpenTelemetry API: only start_run, and only
+    # when nothing is configured, reaches the SDK and the exporter
+    code = (
+        "import sys, provtel.compat.yprov4ml\n"
+        "print(sorted({m.split('.')[0] + '.' + m.split('.')[1] if '.' in m else m "
+        "for m in sys.modules if m.startswith(('opentelemetry.sdk', 'provtel.exporter', "
+        "'torch'))}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=clean_env(), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -207,6 +207,21 @@ def test_server_errors_are_retried_with_backoff(run_dir: Path, store: FakeYProvS
     assert record["pid"] == result.pid and "gave up" in record["last_failure"]["error"]
 
 
+def test_a_timeout_is_retried(run_dir: Path, store: FakeYProvStore) -> None:
+    # the first create answers after the client's timeout: the client retries and succeeds.
+    # (yProvStore has no idempotency key: the late first request is stored too.)
+    store.delay_next(1.5)
+    token = store.token_for(EMAIL)
+    delays: list[float] = []
+    result = upload_run(
+        run_dir, store.url, Credentials(token=token), timeout=0.5, sleep=delays.append
+    )
+    assert delays == [1.0]
+    assert len(store.posts("/documents")) == 2
+    assert result.pid in store.documents
+    assert _record(run_dir, store.url)["pid"] == result.pid
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
