@@ -8,7 +8,9 @@ managers, instrumentation and the SDK's exit handlers all run, and the process s
 the status a shell expects (143 for SIGTERM).
 
 Only signals whose handler is still the default are taken over: an application's own handler
-always wins. Forked children (DataLoader workers) get the default action back.
+always wins. Forked children (DataLoader workers) get the default action back, and so do the
+workers of a ``multiprocessing`` or ``concurrent.futures`` pool whatever their start method
+(:mod:`provtel.semconv.workers`): a pool ends them with SIGTERM, and they die as without provtel.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import os
 import signal
 import threading
 from types import FrameType
+
+from provtel.semconv import workers
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +41,12 @@ class Terminated(SystemExit):
 
 
 def _handle(signum: int, frame: FrameType | None) -> None:
+    if workers.silent():
+        # A pool's worker (or a multiprocessing child still starting) is ended by its pool
+        # with SIGTERM: it dies at once and silently, as it does without provtel.
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+        return
     raise Terminated(signum)
 
 

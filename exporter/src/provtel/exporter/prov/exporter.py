@@ -45,6 +45,7 @@ from provtel.exporter.prov.store import RunStore, create_run_dir, merge_when_com
 from provtel.exporter.prov.values import local_name
 from provtel.exporter.report.summary import print_summary
 from provtel.exporter.upload import upload_after_run
+from provtel.semconv.workers import pool_worker
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +104,9 @@ class RunSession:
 
     def _usable(self) -> bool:
         # A forked child (DataLoader worker) inherits the session but must not touch the
-        # parent's files; it records nothing of its own.
-        return os.getpid() == self._pid and not self._failed
+        # parent's files; it records nothing of its own. Nor does a pool's worker process,
+        # whatever its start method: its tasks belong to the parent's run.
+        return os.getpid() == self._pid and not self._failed and not pool_worker()
 
     def acquire(self, spans: bool = False) -> None:
         """Register an exporter; ``spans`` for a span exporter."""

@@ -94,6 +94,7 @@ from provtel.instrumentation.torch.config import Config
 from provtel.instrumentation.torch.package import _instruments
 from provtel.instrumentation.torch.tracker import Tracker, perf
 from provtel.instrumentation.torch.version import __version__
+from provtel.semconv.workers import silent
 
 logger = logging.getLogger(__name__)
 
@@ -253,6 +254,12 @@ class TorchInstrumentor(BaseInstrumentor):
 
     def _signal_handler(self, signum: int, previous: Any) -> Any:
         def handler(received: int, frame: Any) -> None:
+            if received != signal.SIGINT and silent():
+                # A pool worker (or a multiprocessing child still starting) that its pool
+                # terminates: the signal acts as without provtel (provtel.semconv.workers).
+                signal.signal(received, previous)
+                signal.raise_signal(received)
+                return
             if received != signal.SIGINT:  # Ctrl-C arrives as KeyboardInterrupt (excepthook)
                 self._note(signal=received)
             if callable(previous):

@@ -41,6 +41,7 @@ from provtel.semconv import attributes as sc
 from provtel.semconv import metrics as mc
 from provtel.semconv import spans
 from provtel.semconv.redaction import redact_argv, redact_url
+from provtel.semconv.workers import pool_worker
 
 logger = logging.getLogger("provtel.instrumentation.torch")
 perf = time.perf_counter_ns
@@ -185,6 +186,11 @@ class Tracker:
         if self.run_context is not None:
             return self.run_context
         if not self.active():
+            return None
+        if pool_worker():
+            # A task of a multiprocessing/concurrent.futures pool: part of the parent's run,
+            # never a run of its own (provtel.semconv.workers).
+            self.enabled = False
             return None
         attributes = {**run_attributes(self.torch), **self.known, **self.pending}
         if self.run_name:
