@@ -25,9 +25,32 @@ by an estimate.
 Configuration: :mod:`.environment_variables`. User documentation: ``docs/energy.md``.
 """
 
-from provtel.instrumentation.hardware.amd import AmdSmiInstrumentor
-from provtel.instrumentation.hardware.host import HostInstrumentor
-from provtel.instrumentation.hardware.nvml import NvmlInstrumentor
-from provtel.instrumentation.hardware.rapl import RaplInstrumentor
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from provtel.instrumentation.hardware.amd import AmdSmiInstrumentor
+    from provtel.instrumentation.hardware.host import HostInstrumentor
+    from provtel.instrumentation.hardware.nvml import NvmlInstrumentor
+    from provtel.instrumentation.hardware.rapl import RaplInstrumentor
 
 __all__ = ["AmdSmiInstrumentor", "HostInstrumentor", "NvmlInstrumentor", "RaplInstrumentor"]
+
+# Imported on first use: ``opentelemetry-instrument`` imports this package in its launcher
+# process only to read ``environment_variables`` (for its command-line flags), and each
+# instrumentor module is imported by its own entry point.
+_MODULES = {
+    "AmdSmiInstrumentor": "amd",
+    "HostInstrumentor": "host",
+    "NvmlInstrumentor": "nvml",
+    "RaplInstrumentor": "rapl",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
