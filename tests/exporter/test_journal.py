@@ -8,6 +8,7 @@ import io
 import json
 import os
 import stat
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from provtel.exporter.prov import journal
-from provtel.exporter.prov.store import JOURNAL, RunStore, create_run_dir
+from provtel.exporter.prov.store import JOURNAL, RunStore, create_run_dir, recover
 from provtel.exporter.prov.validate import assert_valid
 from tests.support import provtel_cli
 
@@ -287,3 +288,43 @@ def test_run_folders_and_files_are_private(tmp_path: Path, monkeypatch: pytest.M
     finally:
         os.umask(old)
     assert json.loads(document.read_text())["prefix"]
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | _text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
+    max_leaves=8,
+)
+_span_fields = st.fixed_dictionaries(
+    {},
+    optional={
+        key: _json_values
+        for key in (
+            "trace_id", "span_id", "parent_span_id", "name", "kind", "start", "end", "status",
+            "status_description", "attributes", "events", "links", "scope", "resource",
+            "parent_is_remote",
+        )
+    },
+)  # fmt: skip
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(fields=_span_fields, base=st.booleans())
+def test_fuzz_every_record_the_reader_accepts_maps_to_a_valid_document(
+    tmp_path: Path, fields: dict[str, Any], base: bool
+) -> None:
+    """Hostile field values: the reader refuses a line with a reason, or the record maps to a
+    document the validator accepts -- recovery never dies on what a journal holds."""
+    record = {**span(1), "resource": "r1", **fields} if base else fields
+    line = (journal.encode(journal.SPAN, record) + "\n").encode("utf-8", "surrogatepass")
+    run_dir = Path(tempfile.mkdtemp(dir=tmp_path))
+    (run_dir / JOURNAL).write_bytes(line)
+    problems: list[str] = []
+    try:
+        document = recover(run_dir, problems)
+    except journal.JournalError:
+        assert not list(journal.read(run_dir / JOURNAL, []))  # refused, with a reason
+        return
+    assert_valid(document, round_trips=False)
