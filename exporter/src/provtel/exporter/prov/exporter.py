@@ -50,7 +50,15 @@ from provtel.semconv.workers import pool_worker
 logger = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT_DIR = "prov"
-_MAX_PENDING_POINTS = 100_000
+#: Memory metric points may hold while they wait for the process's first span, about; beyond
+#: it the run folder is created and they are written.
+_MAX_PENDING_BYTES = 32 * 1024 * 1024
+
+
+def _point_bytes(point: dict[str, Any]) -> int:
+    """About what one metric point record holds in memory (its resource is shared)."""
+    attributes = point.get("attributes") or {}
+    return 700 + sum(len(str(k)) + len(str(v)) for k, v in attributes.items())
 
 
 def default_run_name() -> str:
@@ -81,6 +89,7 @@ class RunSession:
         self._users = 0
         self._span_exporters = 0
         self._pending: list[Any] = []
+        self._pending_bytes = 0
         self._failed = False
         self._pid = os.getpid()
 
@@ -126,16 +135,17 @@ class RunSession:
                 self._store is None
                 and method == "add_metric_points"
                 and self._span_exporters
-                and len(self._pending) < _MAX_PENDING_POINTS
+                and self._pending_bytes < _MAX_PENDING_BYTES
             ):
                 self._pending.extend(records)
+                self._pending_bytes += sum(map(_point_bytes, records))
                 return True
             store = self._get_store()
             if store is None:
                 return False
             try:
                 if self._pending:
-                    pending, self._pending = self._pending, []
+                    pending, self._pending, self._pending_bytes = self._pending, [], 0
                     store.add_metric_points(pending)
                 getattr(store, method)(records)
                 return True
@@ -149,7 +159,7 @@ class RunSession:
             self._users -= 1
             if self._users > 0 or not self._usable() or self._store is None:
                 if self._users <= 0:
-                    self._pending = []  # metrics of a process that traced nothing
+                    self._pending, self._pending_bytes = [], 0  # a process that traced nothing
                 return
             if self.document is not None:
                 return
@@ -157,9 +167,7 @@ class RunSession:
                 self.document = self._store.finalize(keep_journal=self.job.multi_rank)
                 logger.info("provtel: provenance written to %s", self.document)
                 if self.job.multi_rank and self.job.world_size:
-                    merged = merge_when_complete(
-                        self.output_dir, self.job.world_size, self.formats
-                    )
+                    merged = merge_when_complete(self.output_dir, self.job.world_size, self.formats)
                     if merged is not None:
                         logger.info("provtel: job provenance merged into %s", merged)
                         upload_after_run(merged)  # a rank's own document is only a part
