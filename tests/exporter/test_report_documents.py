@@ -198,7 +198,8 @@ def test_a_run_without_steps_has_no_verdict(tmp_path: Path) -> None:
     (rank,) = json.loads(result.stdout)["ranks"]
     assert rank["verdict"]["label"] == "no training steps recorded"
     assert rank["phases_s"]["other"] == pytest.approx(1.0)
-    summary = provtel_cli("report", folder, "--summary")
+    summary = provtel_cli("report", "--latest", tmp_path, "--summary")
+    assert summary.stdout.startswith(f"provtel: {folder}\n")
     assert "verdict: no training steps recorded" in summary.stdout
 
 
@@ -206,3 +207,101 @@ def test_report_of_a_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     result = provtel_cli("report", tmp_path / "nope")
     assert result.returncode == 2
     assert "no such run folder" in result.stderr
+
+
+def test_energy_per_phase_and_device_carbon_and_power_timeline(tmp_path: Path) -> None:
+    """A run measured on a GPU (as the NVML instrumentor records it): energy per device on the
+    run, epoch and evaluation spans, carbon on the run, ``hw.power`` readings as a series."""
+    store = RunStore(create_run_dir(tmp_path, "gpu"))
+    energy = {"ml.energy.gpu.0": 900.0, "ml.energy.cpu.0": 100.0, "ml.energy.total": 1000.0}
+    store.add_spans(
+        [
+            _span(
+                "00000000000000e1",
+                "00000000000000a1",
+                "ml.epoch",
+                T0 + 1,
+                T0 + 5 * 10**9,
+                **{
+                    "ml.activity": "epoch",
+                    "ml.context": "training",
+                    "ml.epoch": 0,
+                    "ml.energy.gpu.0": 600.0,
+                    "ml.energy.cpu.0": 60.0,
+                    "ml.energy.total": 660.0,
+                },
+            ),
+            _span(
+                "00000000000000f1",
+                "00000000000000a1",
+                "ml.evaluation",
+                T0 + 5 * 10**9,
+                T0 + 6 * 10**9,
+                **{
+                    "ml.activity": "evaluation",
+                    "ml.context": "validation",
+                    "ml.energy.gpu.0": 100.0,
+                    "ml.energy.cpu.0": 10.0,
+                    "ml.energy.total": 110.0,
+                },
+            ),
+            _span(
+                "00000000000000a1",
+                None,
+                "ml.run",
+                T0,
+                T0 + 8 * 10**9,
+                **{
+                    "ml.activity": "run",
+                    **energy,
+                    "ml.energy.method": "counter:nvml,counter:rapl",
+                    "ml.energy.gpu.status": "counter:nvml",
+                    "ml.carbon.emissions": 0.0667,
+                    "ml.carbon.intensity": 240.0,
+                    "ml.carbon.region": "FR",
+                    "ml.carbon.intensity.source": "test table",
+                    "ml.carbon.pue": 1.0,
+                    "ml.carbon.method": "location-based",
+                    "ml.hw.gpu.count": 1,
+                    "ml.hw.gpu.0.model": "NVIDIA H200",
+                    "ml.hw.gpu.0.memory.limit": 2**37,
+                },
+            ),
+        ]
+    )
+    store.add_metric_points(
+        [
+            {
+                "resource": {"service.name": "unit"},
+                "scope": {"name": "nvml", "version": None},
+                "name": "hw.power",
+                "unit": "W",
+                "description": "Power.",
+                "type": "gauge",
+                "attributes": {"hw.id": "GPU-0"},
+                "start": None,
+                "time": T0 + i * 10**9,
+                "value": 100.0 + i,
+            }
+            for i in range(8)
+        ]
+    )
+    folder = store.finalize().parent
+    assert_valid(folder / "prov.json")
+    report = analyse(load(folder))
+    assert report["energy"]["devices_j"] == {"gpu.0": 900.0, "cpu.0": 100.0, "total": 1000.0}
+    phases = report["ranks"][0]["energy_phases_j"]
+    assert phases["training"]["total"] == 660.0 and phases["evaluation"]["total"] == 110.0
+    assert phases["other"]["total"] == pytest.approx(230.0)
+    assert report["carbon"]["emissions_g"] == pytest.approx(0.0667)
+    (power,) = report["power"]
+    assert power["y"] == [100.0 + i for i in range(8)]
+    assert power["x"] == pytest.approx([float(i) for i in range(8)])
+    text = provtel_cli("report", folder).stdout
+    assert "energy: 1.00 kJ (cpu.0 100.0 J, gpu.0 900.0 J; counter:nvml,counter:rapl)" in text
+    assert "carbon: 0.0667 gCO2eq (location-based; intensity 240 gCO2eq/kWh for FR" in text
+    assert "energy by phase: training 660.0 J, evaluation 110.0 J, other 230.0 J" in text
+    assert "GPU 0: NVIDIA H200 128.0 GiB" in text
+    html = tmp_path / "r.html"
+    assert provtel_cli("report", folder, "--html", html).returncode == 0
+    assert "<figcaption>Power and energy</figcaption>" in html.read_text()

@@ -55,7 +55,7 @@ def main() -> None:
     if args.mode == "input":
         delay = args.delay  # 32 ms of reading per batch of 8, against well under 1 ms of compute
     if args.mode == "compute":
-        features, n, batch = 256, 512, 128
+        features, n, batch = 256, 512, 64
     train = Folder(args.data, n, features, args.seed, delay)
     val = Folder(args.data + "_val", 32, features, args.seed + 1, 0.0)
     train_loader = DataLoader(train, batch_size=batch, shuffle=True)

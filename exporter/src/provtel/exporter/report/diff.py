@@ -153,7 +153,9 @@ def _headline(d: dict[str, Any]) -> str:
         inputs.append("hardware differs (" + ", ".join(c["name"] for c in d["hardware"]) + ")")
     hp = d["hyperparameters"]
     if hp:
-        names = ", ".join(c["name"] for c in hp)
+        names = ", ".join(c["name"] for c in hp[:5]) + (
+            f" and {len(hp) - 5} more" if len(hp) > 5 else ""
+        )
         inputs.append(
             f"hyperparameter{'s' if len(hp) > 1 else ''} {names} differ{'' if len(hp) > 1 else 's'}"
         )
