@@ -120,6 +120,8 @@ def _trace(env: dict[str, str]) -> int:
 def test_reused_job_ids_get_different_traces(env: dict[str, str], other: dict[str, str]) -> None:
     assert detect(env).job_id == detect(other).job_id
     assert _trace(env) != _trace(other)
+    # and their rank folders go to different job folders
+    assert detect(env).launch != detect(other).launch
 
 
 def test_every_rank_agrees_on_the_salted_trace() -> None:
@@ -129,6 +131,8 @@ def test_every_rank_agrees_on_the_salted_trace() -> None:
     torchrun = {**TORCHRUN, "MASTER_ADDR": "node1", "MASTER_PORT": "41234"}
     ranks = [{**torchrun, "RANK": str(r), "LOCAL_RANK": str(r % 2)} for r in range(4)]
     assert len({_trace(env) for env in ranks}) == 1
+    assert len({detect(env).launch for env in ranks}) == 1
+    assert detect(torchrun).launch == f"{_trace(torchrun):032x}"[:8]
 
 
 def test_seeding_random_does_not_repeat_ids(monkeypatch: pytest.MonkeyPatch) -> None:

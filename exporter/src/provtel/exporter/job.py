@@ -46,6 +46,12 @@ class Job:
         """True for a job of several ranks with a shared identity (outputs are merged)."""
         return bool(self.job_id) and (self.world_size or 1) > 1 and self.rank is not None
 
+    @property
+    def launch(self) -> str | None:
+        """8 hex digits of the job's trace id: tells apart launches that reuse a job id (the job
+        folder is ``<run>-<job id>-<launch>``, the way the receiver names runs by trace id)."""
+        return None if self.trace_key is None else f"{job_trace_id(self.trace_key):032x}"[:8]
+
     def attributes(self) -> dict[str, object]:
         """Resource attributes describing the job."""
         values = {

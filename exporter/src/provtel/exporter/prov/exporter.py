@@ -77,8 +77,10 @@ class RunSession:
     def __init__(self, output_dir: Path, formats: tuple[str, ...], run_name: str) -> None:
         self.job = job.detect()
         if self.job.multi_rank:
-            # <output>/<run>-<job>/rank<R>-...: every rank its own folder, merged when all end
-            output_dir = output_dir / local_name(f"{run_name}-{self.job.job_id}", 100)
+            # <output>/<run>-<job>-<launch>/rank<R>-...: every rank its own folder, merged when
+            # all end; <launch> keeps a reused job id (another cluster, a later job) apart
+            job_name = local_name(f"{run_name}-{self.job.job_id}", 90)
+            output_dir = output_dir / f"{job_name}-{self.job.launch}"
             run_name = f"rank{self.job.rank}"
         self.output_dir = output_dir
         self.formats = formats
