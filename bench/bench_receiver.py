@@ -231,12 +231,64 @@ def _start_server(output: Path) -> tuple[subprocess.Popen[str], int, int]:
     return proc, int(parts["grpc"].rsplit(":", 1)[1]), int(parts["http"].rsplit(":", 1)[1])
 
 
+# Where the server's CPU goes, by the innermost frame of ours (or a library's) on the stack.
+_CATEGORIES = [
+    ("journal: JSON encoding", ("journal.py", "json/encoder.py", "json/__init__.py")),
+    ("journal: store / series rows", ("prov/store.py", "prov/series.py", "prov/mapping.py")),
+    ("routing (receiver/runs.py)", ("receiver/runs.py",)),
+    ("conversion OTLP -> records (prov/otlp.py)", ("prov/otlp.py",)),
+    ("decode (protobuf, chunking)", ("receiver/decode.py", "ParseFromString", "FromString")),
+    ("HTTP transport (tornado, asyncio)", ("tornado/", "asyncio/", "http_server.py")),
+    ("gRPC transport (grpcio)", ("grpc/", "grpc_server.py", "cygrpc")),
+]
+
+
+_WAITING = ("select (selectors", "poll (", "wait (threading", "_worker (concurrent", "get (queue")
+
+
+def _profile_summary(raw: Path) -> list[tuple[str, float]]:
+    """Share of the samples per category, from py-spy's ``--format raw`` output (collapsed
+    stacks: ``frame;frame;... count``); a sample goes to the category of the innermost
+    matching frame."""
+    totals: dict[str, int] = {}
+    samples = 0
+    for line in raw.read_text(encoding="utf-8", errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        frames = stack.split(";")
+        if any(w in frames[-1] for w in _WAITING):
+            continue  # a thread blocked (py-spy cannot always tell): not CPU
+        samples += n
+        category = "other (threads, logging, GC)"
+        for frame in reversed(frames):
+            hit = next((name for name, keys in _CATEGORIES if any(k in frame for k in keys)), None)
+            if hit is not None:
+                category = hit
+                break
+        totals[category] = totals.get(category, 0) + n
+    return sorted(((k, v / samples) for k, v in totals.items()), key=lambda kv: -kv[1])
+
+
+def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
+    exe = Path(sys.executable).with_name("py-spy")
+    if not exe.exists():
+        return None
+    return subprocess.Popen(
+        [str(exe), "record", "--pid", str(pid), "--format", "raw", "--rate", "250",
+         "--nonblocking", "--threads", "--output", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
 def _phase(
     signal_name: str,
     payloads: list[list[bytes]],
     ports: tuple[int, int],
     server_pid: int,
     tmp: Path,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     go = tmp / f"go-{signal_name}"
     procs = []
@@ -275,6 +327,9 @@ def _phase(
         if any(p.poll() is not None for p, _ in procs):
             raise SystemExit("a client died before starting")
         time.sleep(0.01)
+    spy = _py_spy(server_pid, profile) if profile is not None else None
+    if spy is not None:
+        time.sleep(1.0)  # py-spy attaches
     cpu0 = _cpu_seconds(server_pid)
     start = time.perf_counter()
     go.touch()
@@ -286,12 +341,107 @@ def _phase(
         results.append(json.loads(out))
     elapsed = time.perf_counter() - start
     cpu = _cpu_seconds(server_pid) - cpu0
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        spy.wait(timeout=60)
     return {
         "seconds": elapsed,
         "server_cpu": cpu,
         "requests": sum(r["requests"] for r in results),
         "retries": sum(r["retries"] for r in results),
         "client_seconds": statistics.median(r["seconds"] for r in results),
+    }
+
+
+def _peak_rss_mib(pid: int, field: str = "VmHWM") -> float:
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return int(next(line for line in status if line.startswith(field + ":")).split()[1]) / 1024
+
+
+def _length_delimited(tag: int, payload: bytes) -> bytes:
+    length, prefix = len(payload), bytearray([tag])
+    while length > 0x7F:
+        prefix.append(length & 0x7F | 0x80)
+        length >>= 7
+    prefix.append(length)
+    return bytes(prefix) + payload
+
+
+def _empty_spans_request(n: int) -> bytes:
+    """``resource_spans { scope_spans { spans {} x n } }``: 2 bytes a span on the wire."""
+    return _length_delimited(0x0A, _length_delimited(0x12, b"\x12\x00" * n))
+
+
+def memory_phase(tmp: Path) -> dict[str, float]:
+    """Peak RSS of a fresh receiver (default limits) under the issue's two worst cases: one
+    4 MB request of 2M empty spans, then 8 concurrent maximum-size (4 MiB) requests of real
+    spans, half over HTTP, half over gRPC. Returns MiB: baseline, after each, and the bound."""
+    import concurrent.futures
+
+    import grpc
+    import requests
+
+    from provtel.exporter.receiver.core import ReceiverConfig
+    from provtel.exporter.receiver.limits import ServeLimits
+
+    config, limits = ReceiverConfig(), ServeLimits()
+    bound = 2 * config.max_inflight_bytes + limits.decode_budget_bytes
+    big = []
+    for rank in range(8):
+        # one request of as many bench spans as fit in max_message_bytes
+        requests_ = build_span_requests(rank, 8, 20_000)
+        joined = b"".join(requests_)  # concatenated requests are one request (protobuf merge)
+        while len(joined) > config.max_message_bytes:
+            requests_.pop()
+            joined = b"".join(requests_)
+        big.append(joined)
+    server, grpc_port, http_port = _start_server(tmp / "memory")
+    url = f"http://127.0.0.1:{http_port}/v1/traces"
+    headers = {"Content-Type": "application/x-protobuf"}
+    trace_service = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+    try:
+        requests.post(url, data=b"", headers=headers, timeout=60).raise_for_status()
+        baseline = _peak_rss_mib(server.pid, "VmRSS")
+        empty = _empty_spans_request(2_000_000)
+        requests.post(url, data=empty, headers=headers, timeout=600).raise_for_status()
+        after_empty = _peak_rss_mib(server.pid)
+        channel = grpc.insecure_channel(
+            f"127.0.0.1:{grpc_port}",
+            options=[("grpc.max_send_message_length", config.max_message_bytes)],
+        )
+        export = channel.unary_unary(trace_service, _registered_method=True)
+
+        def send(i: int) -> None:
+            while True:
+                if i % 2:
+                    resp = requests.post(url, data=big[i], headers=headers, timeout=600)
+                    if resp.status_code != 503:
+                        resp.raise_for_status()
+                        return
+                else:
+                    try:
+                        export(big[i], timeout=600)
+                        return
+                    except grpc.RpcError as exc:
+                        if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                            raise
+                time.sleep(0.5)
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(send, range(8)))
+        after_big = _peak_rss_mib(server.pid)
+        channel.close()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    return {
+        "baseline": baseline,
+        "empty": after_empty,
+        "big": after_big,
+        "big_bytes": sum(len(b) for b in big) / 8 / 2**20,
+        "bound": baseline + bound / 2**20,
+        "inflight": config.max_inflight_bytes / 2**20,
+        "budget": limits.decode_budget_bytes / 2**20,
     }
 
 
@@ -316,6 +466,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the workload")
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the server with py-spy (pip install py-spy) and print where CPU goes",
+    )
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     for name in ("--signal", "--protocol", "--port", "--payload", "--ready", "--go"):
         parser.add_argument(name, help=argparse.SUPPRESS)
@@ -341,9 +496,14 @@ def main(argv: list[str] | None = None) -> int:
         server, grpc_port, http_port = _start_server(output)
         try:
             print("[bench_receiver] spans ...", file=sys.stderr)
-            spans = _phase("traces", span_payloads, (grpc_port, http_port), server.pid, tmp)
+            ports = (grpc_port, http_port)
+            spy = {s: tmp / f"{s}.pyspy" if args.profile else None for s in ("traces", "metrics")}
+            spans = _phase("traces", span_payloads, ports, server.pid, tmp, spy["traces"])
             print("[bench_receiver] metric points ...", file=sys.stderr)
-            points = _phase("metrics", metric_payloads, (grpc_port, http_port), server.pid, tmp)
+            points = _phase("metrics", metric_payloads, ports, server.pid, tmp, spy["metrics"])
+            profiles = {
+                s: _profile_summary(p) for s, p in spy.items() if p is not None and p.exists()
+            }
             rss_kib = int(
                 next(
                     line.split()[1]
@@ -354,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=60)
+        print("[bench_receiver] peak memory ...", file=sys.stderr)
+        memory = memory_phase(tmp)
         (run_dir,) = [d for d in output.iterdir() if (d / "journal.jsonl").exists()]
         journaled = _journal_spans(run_dir)
         rows = _series_rows(run_dir)
@@ -406,6 +568,35 @@ def main(argv: list[str] | None = None) -> int:
         f"Finalising the run afterwards ({n_spans:,} spans, {n_points:,} points in "
         f"{n_clients * 100} series): {finalise_s:.1f} s, a {doc_mib:.0f} MiB `prov.json`.\n"
     )
+    print(
+        "\nPeak memory of a fresh receiver with the default limits (`--max-inflight-mib "
+        f"{memory['inflight']:.0f}`, `--decode-budget-mib {memory['budget']:.0f}`); the bound "
+        "is the baseline + 2 × max in-flight (request bodies and their chunk copies) + the "
+        "decode budget (worst-case decoded messages and their records):\n"
+    )
+    print("| case | peak RSS MiB | bound MiB | within |")
+    print("|---|---:|---:|---|")
+    print(f"| baseline (after start) | {memory['baseline']:.0f} | | |")
+    for name, key in (
+        ("one 4 MB request of 2,000,000 empty spans", "empty"),
+        (
+            f"8 concurrent maximum-size requests ({memory['big_bytes']:.1f} MiB of spans each, "
+            "4 HTTP + 4 gRPC), after the above",
+            "big",
+        ),
+    ):
+        within = "yes" if memory[key] <= memory["bound"] else "**no**"
+        print(f"| {name} | {memory[key]:.0f} | {memory['bound']:.0f} | {within} |")
+    ok = ok and memory["big"] <= memory["bound"]
+    for signal_name, shares in profiles.items():
+        per_item = (spans if signal_name == "traces" else points)["server_cpu"] / (
+            n_spans if signal_name == "traces" else n_points
+        )
+        print(f"\nWhere the server's CPU goes ({signal_name}; py-spy samples of all threads):\n")
+        print("| part | share | ≈ µs per item |")
+        print("|---|---:|---:|")
+        for name, share in shares:
+            print(f"| {name} | {share:.0%} | {share * per_item * 1e6:.1f} |")
     verdict = "**PASS**" if ok else "**FAIL**"
     print(
         f"{verdict}: {span_rate:,.0f} spans/s (target >= {TARGET_SPANS_PER_S:,}) and "

@@ -30,8 +30,11 @@ class ServeLimits:
     body_timeout_s: float | None = None
     #: Largest request line plus headers, bytes.
     max_header_bytes: int = 64 * 1024
-    #: Threads that decode and journal HTTP requests.
-    http_workers: int = 4
+    #: HTTP requests up to this size (decompressed) are decoded on the event loop's thread;
+    #: larger ones on a worker thread, so that the loop keeps serving meanwhile.
+    http_inline_bytes: int = 256 * 1024
+    #: Threads that decode and journal the larger HTTP requests.
+    http_workers: int = 2
     #: Worst-case decoded bytes of all decodes in progress at once (HTTP and gRPC together).
     decode_budget_bytes: int = DECODE_BUDGET_BYTES
     #: Requests larger than this are decoded in chunks of about this size.
