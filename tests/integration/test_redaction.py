@@ -21,7 +21,8 @@ SCRIPT = Path(__file__).parent / "scripts" / "secret_args.py"
 API_KEY = "sk-live-XYZ"
 PASSWORD = "hunter2"
 REMOTE = "https://oauth2:glpat-AB12@CDxyz789@gitlab.com/team/x.git"
-SECRETS = (API_KEY, PASSWORD, "glpat-AB12", "CDxyz789")
+ENTITY = "acme-private-team"  # secret because the user says so (OTEL_PYTHON_PROVTEL_REDACT)
+SECRETS = (API_KEY, PASSWORD, "glpat-AB12", "CDxyz789", ENTITY)
 
 
 def _repository(folder: Path) -> Path:
@@ -80,8 +81,10 @@ def test_secrets_are_redacted_everywhere(tmp_path: Path) -> None:
             OTEL_METRICS_EXPORTER="prov,otlp",
             OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
             OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
+            OTEL_PYTHON_PROVTEL_REDACT="*dsn*, WANDB_*",
         )
         args = (f"--api-key={API_KEY}", "--db-password", PASSWORD, "--lr", "0.1")
+        args += ("--wandb-entity", ENTITY)
         result = run_instrumented(script, *args, cwd=script.parent, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -103,6 +106,7 @@ def test_secrets_are_redacted_everywhere(tmp_path: Path) -> None:
                         if kv.key == "ml.hparam.api_key":
                             sent["hparam"] = kv.value.string_value
     expected_args = ["--api-key=" + REDACTED, "--db-password", REDACTED, "--lr", "0.1"]
+    expected_args += ["--wandb-entity", REDACTED]
     assert sent["resource"][1:] == expected_args
     assert sent["hparam"] == REDACTED
 
@@ -110,7 +114,6 @@ def test_secrets_are_redacted_everywhere(tmp_path: Path) -> None:
     doc = assert_valid(document)
     (run,) = [a for a in doc["activity"].values() if a.get("prov:type") == "provtel:Run"]
     (agent,) = [a for a in doc["agent"].values() if a["prov:type"]["$"] == "prov:SoftwareAgent"]
-    expected_args = ["--api-key=" + REDACTED, "--db-password", REDACTED, "--lr", "0.1"]
     for record in (run, agent):
         command = json.loads(record["otel:process.command_args"])  # a list, as JSON text
         assert command[1:] == expected_args
@@ -120,7 +123,7 @@ def test_secrets_are_redacted_everywhere(tmp_path: Path) -> None:
         for e in doc["entity"].values()
         if e["prov:type"] == "provml:HyperParameter"
     }
-    assert hparams["api_key"] == hparams["db_password"] == REDACTED
+    assert hparams["api_key"] == hparams["db_password"] == hparams["wandb_entity"] == REDACTED
     assert hparams["lr"] == 0.1
     (plan,) = [
         e

@@ -13,6 +13,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--api-key", required=True)
 parser.add_argument("--db-password", required=True)
 parser.add_argument("--lr", type=float, default=0.1)
+parser.add_argument("--wandb-entity", default="")  # secret only by OTEL_PYTHON_PROVTEL_REDACT
 args = parser.parse_args()
 
 torch.manual_seed(0)
