@@ -21,9 +21,9 @@ bound it in bytes:
 
 A split request is first decoded chunk by chunk only to check it (a malformed request is
 refused whole, nothing kept, as before). One caveat: the chunks are then journaled one after
-the other; if a later chunk is refused (the receiver is full, the disk is full), the client
-is told to retry the whole request, and the chunks already journaled arrive twice (spans are
-de-duplicated by span id; metric points are kept twice). Requests that fit one chunk are
+the other; if a later chunk is refused (the receiver is full, the disk is full), the client is
+told to retry the whole request, and the chunks already journaled arrive twice, as with any
+client retry of a request whose answer was lost. Requests that fit one chunk are
 all-or-nothing as before.
 """
 
