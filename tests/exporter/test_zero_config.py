@@ -54,7 +54,11 @@ def test_plain_run_leaves_a_valid_document(tmp_path: Path, write_script) -> None
     script = write_script("train.py", SCRIPT)
     result = run_instrumented(script, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert result.stderr == ""  # nothing configured, nothing to complain about
+    # nothing configured, nothing to complain about: stderr holds only the end-of-run summary
+    (document,) = (tmp_path / "prov").glob("*/prov.json")
+    summary = result.stderr.splitlines()
+    assert summary[0] == f"provtel: {document.parent}", result.stderr
+    assert all(line.startswith("  ") for line in summary[1:]), result.stderr
 
     seen = json.loads((tmp_path / "seen.json").read_text())
     assert seen["exporters"] == "prov"  # no OTLP without an endpoint: no exit delay
