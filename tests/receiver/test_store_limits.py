@@ -3,6 +3,7 @@ held by pending resources, two receivers on one output (issue 12, items 1, 5, 6,
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -211,18 +212,20 @@ def test_two_receivers_on_one_output_the_second_fails_at_start(tmp_path: Path) -
         assert convert.returncode == 2 and "in use by another provtel receiver" in convert.stderr
     finally:
         assert first.stop() == 0
+        assert first.proc.stdout is not None
+        first.proc.stdout.close()
     # Once the first one stopped, the folder is free again.
     router = Router(output)
     with pytest.raises(OutputInUse):
         Router(output)
+    assert (output / LOCK_FILE).read_text() == f"pid {os.getpid()}\n"
     router.close()
-    assert (output / LOCK_FILE).is_file()
+    assert not (output / LOCK_FILE).exists()  # a stopped receiver leaves no lock file
 
 
 def _serve_on_a_full_disk(output: Path, limit: int, log: Path) -> subprocess.Popen[str]:
     """``provtel serve`` whose files may grow to ``limit`` bytes (RLIMIT_FSIZE: writes past it
     land partially, then fail, as on a full disk -- no root, no mount)."""
-    import os
     import resource as rlimit
     import signal
 
@@ -230,14 +233,19 @@ def _serve_on_a_full_disk(output: Path, limit: int, log: Path) -> subprocess.Pop
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         rlimit.setrlimit(rlimit.RLIMIT_FSIZE, (limit, limit))
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "provtel.exporter.cli", "serve", "--output", str(output),
-         "--grpc-port", "off", "--http-port", "0", "--grace", "0.3"],
-        stdout=subprocess.PIPE, stderr=open(log, "w"), text=True,  # noqa: SIM115
-        env={k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
-        preexec_fn=full_disk,
-    )  # fmt: skip
-    return proc
+    with open(log, "w", encoding="utf-8") as err:  # the child keeps its own copy
+        return subprocess.Popen(
+            [sys.executable, "-m", "provtel.exporter.cli", "serve", "--output", str(output),
+             "--grpc-port", "off", "--http-port", "0", "--grace", "0.3"],
+            stdout=subprocess.PIPE, stderr=err, text=True,
+            env={k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+            preexec_fn=full_disk,
+        )  # fmt: skip
+
+
+def _close(proc: subprocess.Popen[str]) -> None:
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def _http_port(proc: subprocess.Popen[str]) -> int:
@@ -267,6 +275,7 @@ def test_a_request_refused_on_a_full_disk_never_corrupts_the_next(tmp_path: Path
     assert refused in (429, 503)  # "retry later": the client keeps the spans
     proc.terminate()
     assert proc.wait(30) == 0
+    _close(proc)
     (journal_path,) = output.glob("*/journal.jsonl")
     assert journal_path.read_bytes().endswith(b"\n")
 
@@ -280,6 +289,7 @@ def test_a_request_refused_on_a_full_disk_never_corrupts_the_next(tmp_path: Path
     finally:
         proc.terminate()
         proc.wait(30)
+        _close(proc)
     doc = assert_valid(doc_path, round_trips=False)
     sent = {f"{s.context.span_id:016x}" for s in first + big + last}
     assert {a["otel:span_id"] for a in doc["activity"].values() if "otel:span_id" in a} >= sent

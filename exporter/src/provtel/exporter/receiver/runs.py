@@ -32,7 +32,8 @@ ended). A span for a trace whose run was already finalised starts a new run (log
 **One writer per output folder.** A router holds an exclusive ``flock`` on
 ``<output>/.provtel.lock`` from its creation to :meth:`Router.close`, so a second ``provtel serve``
 (or ``provtel convert``) on the same ``--output`` fails at start with :class:`OutputInUse` instead
-of both accepting and losing data. The kernel drops the lock when the process dies.
+of both accepting and losing data. The kernel drops the lock when the process dies; a clean
+stop also removes the file.
 
 **Memory is bounded in bytes.** A pending resource costs a fixed few hundred bytes in memory
 (its keys and file; its attributes and points stay on disk), the pending files together at most
@@ -643,30 +644,49 @@ class Router:
                 except OSError:
                     logger.exception("provtel serve: cannot close %s", run.dir)
             if self._lock_fd is not None:
-                os.close(self._lock_fd)  # releases the flock
+                _unlock_output(self.output_dir, self._lock_fd)
                 self._lock_fd = None
 
 
 def _lock_output(output_dir: Path) -> int:
     """Take the output folder's exclusive lock; :class:`OutputInUse` when another process has
-    it. Returns the lock file's descriptor (closing it releases the lock)."""
+    it. Returns the lock file's descriptor (:func:`_unlock_output` releases it).
+
+    The lock file is removed when released, so a folder nobody writes holds no lock file; a
+    lock taken on a file another process was just removing is checked (same inode as the path)
+    and taken again on the new file."""
     make_dirs(output_dir)
     path = output_dir / LOCK_FILE
-    fd = open_private(path, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "another process"
-        os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise OutputInUse(
-                f"{output_dir} is in use by another provtel receiver or converter ({holder}); "
-                "give each one its own --output"
-            ) from None
-        raise
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
-    return fd
+    for _ in range(100):
+        fd = open_private(path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "another process"
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise OutputInUse(
+                    f"{output_dir} is in use by another provtel receiver or converter "
+                    f"({holder}); give each one its own --output"
+                ) from None
+            raise
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+            return fd
+        os.close(fd)  # the previous holder removed it meanwhile: lock the new file
+    raise OutputInUse(f"cannot lock {path}: it keeps being replaced")
+
+
+def _unlock_output(output_dir: Path, fd: int) -> None:
+    """Remove the lock file, then release the lock (in that order: see :func:`_lock_output`)."""
+    with contextlib.suppress(OSError):
+        (output_dir / LOCK_FILE).unlink()
+    os.close(fd)
 
 
 def _scan_journal(path: Path) -> tuple[dict[str, dict[str, Any]], set[str], int]:
