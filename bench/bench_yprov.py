@@ -26,15 +26,20 @@ sampling included), with wall time beside it.
    every 100 values, its defaults) in a process of its own. The compat layer's cost is the
    median over chunks of its chunk minus the ``provtel.log_metric`` chunk of the same turn,
    then the median over processes.
-2. **Per training step**: an MLP 32->64->64->1 trained on 8,192 samples in batches of 64 for
-   4 epochs, the first a warm-up (so the run's first-step work, a fixed cost, is left out): 384
-   timed steps, one torch thread, one ``log_metric("loss", ...)`` per step, as
-   yProv4ML's documentation teaches. Configurations: plain (no provenance), provtel's compat
-   layer (run as plain ``python``: it sets up the SDK, the PyTorch and hardware
-   instrumentation, so its figure includes provtel's own step recording) and the real yProv4ML
-   when available, and plain a second time (the null row: the spread this machine shows
-   between two identical processes). The loop is timed (not start-up or exit) and the plain
-   run of the same round is subtracted, per step.
+2. **Per training step**: an MLP 32->64->64->1 trained with Adam on 8,192 samples in batches
+   of 64 (128 steps per epoch, one torch thread), one ``log_metric("loss", ...)`` per step, as
+   yProv4ML's documentation teaches. One long-lived process per configuration — plain (no
+   provenance), plain again (the null row: what this machine resolves), provtel's compat layer
+   (run as plain ``python``: it sets up the SDK and the PyTorch and hardware instrumentation,
+   so the figure includes provtel's own recording of every step) and the real yProv4ML when
+   available — after a warm-up epoch (the run's first-step work is a fixed cost), the processes
+   take one epoch each in turn (order rotated) while the others wait, so a shared machine's
+   drift cancels round by round. The figure is the CPU from the end of a process's previous
+   epoch to the end of this one (background threads' work while it waited counts too) per
+   step, compared with the plain process's epoch of the same round (median of the
+   differences); wall time of the epoch beside it. Then, inside one process set up by the
+   compat layer, epochs take turns between no ``log_metric``, ``provtel.log_metric`` and the
+   compat ``log_metric`` in every step, which isolates the call inside real steps.
 """
 
 from __future__ import annotations
@@ -130,7 +135,7 @@ os._exit(0)  # the document is not the subject here
 
 _STEP_CHILD = r"""
 import json, os, sys, tempfile, time
-mode, out = sys.argv[1], sys.argv[2]
+mode = sys.argv[1]
 import torch
 torch.set_num_threads(1)
 save = tempfile.mkdtemp(prefix="bench-yprov-")
@@ -150,11 +155,9 @@ loader = torch.utils.data.DataLoader(
 model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64),
                             torch.nn.ReLU(), torch.nn.Linear(64, 1))
 opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-steps = 0
-for epoch in range(4):  # the first epoch is a warm-up: the run's first-step work is not per step
-    if epoch == 1:
-        steps = 0
-        c0, w0 = time.process_time(), time.perf_counter()
+
+def epoch(e):
+    steps = 0
     for xb, yb in loader:
         opt.zero_grad()
         loss = torch.nn.functional.mse_loss(model(xb), yb)
@@ -162,13 +165,111 @@ for epoch in range(4):  # the first epoch is a warm-up: the run's first-step wor
         opt.step()
         steps += 1
         if yprov4ml is not None:
-            yprov4ml.log_metric("loss", loss.item(), context="training", step=epoch)
+            yprov4ml.log_metric("loss", loss.item(), context="training", step=e)
         else:
             loss.item()
-c1, w1 = time.process_time(), time.perf_counter()
+    return steps
+
+epoch(0)  # warm-up: the run's first-step work is a fixed cost, not a per-step one
+print("ready", flush=True)
+e, c_last = 1, time.process_time()
+for line in sys.stdin:
+    if line.strip() != "go":
+        break
+    w0 = time.perf_counter()
+    steps = epoch(e)
+    w1, c1 = time.perf_counter(), time.process_time()
+    # CPU from the end of this process's previous epoch: background work done while it
+    # waited for its turn (span export, sampling) counts too
+    print(json.dumps({"cpu_us": (c1 - c_last) / steps * 1e6, "wall_us": (w1 - w0) / steps * 1e6,
+                      "steps": steps}), flush=True)
+    e, c_last = e + 1, c1
+os._exit(0)
+"""
+
+
+def _serve(
+    modes: list[str], epochs: int, yprov_python: str | None
+) -> dict[str, list[dict[str, float]]]:
+    """Long-lived processes, one per mode, taking one epoch each in turn (order rotated)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.pop("PYTHONPATH", None)
+    env.update(OTEL_PYTHON_PROVTEL_SUMMARY="false", OMP_NUM_THREADS="1")
+    results: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
+    with tempfile.TemporaryDirectory(prefix="bench-yprov-") as tmp:
+        procs = {
+            m: subprocess.Popen(
+                [_python_for(m, yprov_python), "-c", _STEP_CHILD, m],
+                cwd=tmp,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+            for m in modes
+        }
+        try:
+            for m, proc in procs.items():
+                assert proc.stdout is not None
+                if proc.stdout.readline().strip() != "ready":
+                    raise RuntimeError(f"{m} did not start")
+            for r in range(epochs):
+                for m in modes[r % len(modes) :] + modes[: r % len(modes)]:
+                    proc = procs[m]
+                    assert proc.stdin is not None and proc.stdout is not None
+                    proc.stdin.write("go\n")
+                    proc.stdin.flush()
+                    results[m].append(json.loads(proc.stdout.readline()))
+                print(
+                    f"[bench_yprov] epoch {r + 1}/{epochs}: "
+                    + ", ".join(f"{m} {results[m][-1]['cpu_us']:.0f}" for m in modes),
+                    file=sys.stderr,
+                )
+        finally:
+            for proc in procs.values():
+                if proc.stdin is not None:
+                    proc.stdin.close()
+                proc.wait(timeout=60)
+    return results
+
+
+_AB_CHILD = r"""
+import json, os, statistics, sys, tempfile, time
+epochs, out = int(sys.argv[2]), sys.argv[3]
+import torch
+torch.set_num_threads(1)
+import provtel
+import provtel.compat.yprov4ml as yprov4ml
+yprov4ml.start_run("bench", provenance_save_dir=tempfile.mkdtemp(prefix="bench-yprov-"))
+torch.manual_seed(0)
+x = torch.randn(8192, 32)
+y = x[:, :1] * 0.5 + 0.1 * torch.randn(8192, 1)
+loader = torch.utils.data.DataLoader(
+    torch.utils.data.TensorDataset(x, y), batch_size=64, shuffle=True)
+model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64),
+                            torch.nn.ReLU(), torch.nn.Linear(64, 1))
+opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+modes = ["no log_metric", "provtel.log_metric", "compat log_metric"]
+cpu = {m: [] for m in modes}
+for e in range(1 + epochs * len(modes)):
+    m = modes[(e - 1) % len(modes)] if e else modes[2]
+    c0, n = time.process_time(), 0
+    for xb, yb in loader:
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(xb), yb)
+        loss.backward()
+        opt.step()
+        n += 1
+        v = loss.item()
+        if m == "compat log_metric":
+            yprov4ml.log_metric("loss", v, context="training", step=e)
+        elif m == "provtel.log_metric":
+            provtel.log_metric("loss", v, step=e, context="training")
+    if e:  # epoch 0 is a warm-up
+        cpu[m].append((time.process_time() - c0) / n * 1e6)
 with open(out, "w") as f:
-    json.dump({"cpu_us": (c1 - c0) / steps * 1e6, "wall_us": (w1 - w0) / steps * 1e6,
-               "steps": steps}, f)
+    json.dump({m: statistics.median(v) for m, v in cpu.items()}, f)
 os._exit(0)
 """
 
@@ -214,20 +315,6 @@ def _yprov_python(option: str | None) -> str | None:
     return candidate
 
 
-def _rounds(
-    code: str, modes: list[str], rounds: int, args: list[str], yprov_python: str | None
-) -> dict[str, list[dict[str, float]]]:
-    results: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
-    for r in range(rounds):
-        order = modes[r % len(modes) :] + modes[: r % len(modes)]
-        for mode in order:
-            results[mode].append(_child(code, mode, args, yprov_python))
-            print(
-                f"[bench_yprov] round {r + 1}/{rounds} {mode}: {results[mode][-1]}", file=sys.stderr
-            )
-    return results
-
-
 def _median(rows: list[dict[str, float]], key: str) -> float:
     return statistics.median(row[key] for row in rows)
 
@@ -240,6 +327,7 @@ def main() -> int:
     parser.add_argument("--yprov-python", help="a Python that imports yprov4ml 3.2.8")
     args = parser.parse_args()
     rounds = args.rounds or (3 if args.quick else 5)
+    epochs = 6 if args.quick else 16
     calls = args.calls or (40_000 if args.quick else 200_000)
     chunk = 2_000
     yprov_python = _yprov_python(args.yprov_python)
@@ -262,7 +350,9 @@ def main() -> int:
     step_modes = ["plain", "plain (null)", "provtel compat"] + (
         ["yprov4ml"] if yprov_python else []
     )
-    per_step = _rounds(_STEP_CHILD, step_modes, rounds, [], yprov_python)
+    per_step = _serve(step_modes, epochs, yprov_python)
+    in_process = [_child(_AB_CHILD, "ab", [str(epochs)], None) for _ in range(rounds)]
+    print(f"[bench_yprov] in one process: {in_process}", file=sys.stderr)
 
     api = _median(per_call["provtel.log_metric"], "cpu_us")
     added = {
@@ -308,8 +398,8 @@ def main() -> int:
         f"per `log_metric` call over provtel's own API (budget <= {BUDGET_US:.0f} µs; "
         f"`provtel.log_metric` itself: {api:.2f} µs, under the PyTorch instrumentation).",
         "",
-        "### Per training step (384 steps after a warm-up epoch, MLP 32-64-64-1, batch 64, one "
-        "`log_metric` per step)",
+        f"### Per training step ({epochs} epochs of 128 steps per process after a warm-up epoch, "
+        "MLP 32-64-64-1, Adam, batch 64, one `log_metric` per step)",
         "",
         "| configuration | CPU µs/step | wall µs/step | added CPU µs/step over plain |",
         "|---|---:|---:|---:|",
@@ -333,8 +423,22 @@ def main() -> int:
         "The provtel row includes provtel's own recording of every step (durations, data wait, "
         "backward and optimizer times, loss, learning rate, batch size) and its background "
         "threads; yProv4ML records only the logged value. Start-up and exit are not in these "
-        "figures (yProv4ML's `start_run` sleeps 1 s; see `reference/yprov4ml.md` §5).",
+        "figures (yProv4ML's `start_run` sleeps 1 s; see `reference/yprov4ml.md` §5). Separate "
+        "processes differ by more than the null row on this shared machine; the PyTorch "
+        "instrumentation's own per-step cost is measured with more care in the section "
+        '"PyTorch instrumentation overhead".',
+        "",
+        "Inside one process set up by the compat layer, epochs taking turns between no "
+        f"`log_metric`, `provtel.log_metric` and the compat `log_metric` in every step "
+        f"({epochs} epochs each, {rounds} processes; median of the per-process medians):",
+        "",
+        "| in every step | CPU µs/step | over no `log_metric` |",
+        "|---|---:|---:|",
     ]
+    base = statistics.median(r["no log_metric"] for r in in_process)
+    for mode in ("no log_metric", "provtel.log_metric", "compat log_metric"):
+        value = statistics.median(r[mode] for r in in_process)
+        lines.append(f"| {mode} | {value:.1f} | {value - base:+.1f} |")
     print("\n".join(lines))
     return 0 if ok else 1
 
