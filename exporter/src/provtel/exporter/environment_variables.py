@@ -38,17 +38,6 @@ the same bits plus ``x`` wherever ``r`` is set. Default: ``0600`` (folders ``070
 owner can read what a run recorded. ``0640`` shares it with the group.
 """
 
-OTEL_PYTHON_PROVTEL_REDACT = "OTEL_PYTHON_PROVTEL_REDACT"
-"""
-.. envvar:: OTEL_PYTHON_PROVTEL_REDACT
-
-Comma-separated extra name patterns (shell wildcards, case-insensitive, e.g. ``*dsn*,wandb_*``)
-whose values are recorded as ``[redacted]``, beside the built-in ``*key*``, ``*token*``,
-``*secret*``, ``*password*``, ``*passwd*``, ``*credential*``: command-line arguments,
-hyperparameters and configurations (see :mod:`provtel.semconv.redaction`, which reads it).
-Default: unset.
-"""
-
 OTEL_PYTHON_PROVTEL_UPLOAD_URL = "OTEL_PYTHON_PROVTEL_UPLOAD_URL"
 """
 .. envvar:: OTEL_PYTHON_PROVTEL_UPLOAD_URL
@@ -102,4 +91,15 @@ OTEL_PYTHON_PROVTEL_SUMMARY = "OTEL_PYTHON_PROVTEL_SUMMARY"
 Print a short summary of the run on stderr when its document is written (folder, passes,
 steps, where the time went, final loss and evaluation results, energy and carbon). ``false``
 turns it off. Default: ``true``.
+"""
+
+OTEL_PYTHON_PROVTEL_REDACT = "OTEL_PYTHON_PROVTEL_REDACT"
+"""
+.. envvar:: OTEL_PYTHON_PROVTEL_REDACT
+
+Comma-separated extra name patterns (shell wildcards, case-insensitive, e.g. ``*dsn*,wandb_*``)
+whose values are recorded as ``[redacted]``, beside the built-in ``*key*``, ``*token*``,
+``*secret*``, ``*password*``, ``*passwd*``, ``*credential*``: command-line arguments,
+hyperparameters and configurations (see :mod:`provtel.semconv.redaction`, which reads it).
+Default: unset.
 """
