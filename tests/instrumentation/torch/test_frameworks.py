@@ -237,3 +237,31 @@ def test_hf_evaluate_is_one_bracketed_evaluation(recorded: list[tuple[Any, ...]]
     recorded.clear()
     wrapper(evaluate, trainer, (eval_dataset,), {"metric_key_prefix": "test"})
     assert recorded[0] == ("begin_evaluation", "test", eval_dataset)  # configured once
+
+
+def test_hf_training_arguments_core_and_changed_values() -> None:
+    import dataclasses
+    import enum
+
+    class Strategy(enum.Enum):
+        NO = "no"
+        EPOCH = "epoch"
+
+    @dataclasses.dataclass
+    class Arguments:
+        learning_rate: float = 5e-5
+        logging_steps: int = 500
+        eval_strategy: Strategy = Strategy.NO
+        report_to: list[str] = dataclasses.field(default_factory=list)
+
+        def to_dict(self) -> dict[str, Any]:
+            d = dataclasses.asdict(self)
+            return {k: v.value if isinstance(v, enum.Enum) else v for k, v in d.items()}
+
+    # core settings always, the rest only where the script changed it
+    assert hf.training_arguments(Arguments()) == {"learning_rate": 5e-5, "eval_strategy": "no"}
+    assert hf.training_arguments(Arguments(eval_strategy=Strategy.EPOCH, report_to=["x"])) == {
+        "learning_rate": 5e-5,
+        "eval_strategy": "epoch",
+        "report_to": ["x"],
+    }

@@ -10,6 +10,8 @@ model (``save_pretrained`` writes them through the safetensors / torch.save hook
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import logging
 import numbers
 import os
@@ -102,7 +104,7 @@ class _TrainerState:
         self.configured.add(id(trainer))
         args = getattr(trainer, "args", None)
         if args is not None and hasattr(args, "to_dict"):
-            events.params(args.to_dict(), "transformers.TrainingArguments")
+            events.params(training_arguments(args), "transformers.TrainingArguments")
         model = model if model is not None else getattr(trainer, "model", None)
         config = getattr(model, "config", None)
         if config is not None and hasattr(config, "to_dict"):
@@ -139,6 +141,55 @@ class _TrainerState:
                     guard.fail()
 
         return wrapper
+
+
+#: TrainingArguments always recorded, default or not: what decides the optimisation
+CORE_ARGUMENTS = (
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "per_device_eval_batch_size",
+    "gradient_accumulation_steps",
+    "learning_rate",
+    "weight_decay",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "warmup_ratio",
+    "optim",
+    "seed",
+    "eval_strategy",
+    "save_strategy",
+)
+
+
+def training_arguments(args: Any) -> dict[str, Any]:
+    """``args.to_dict()`` (HF already hides ``*_token`` values) reduced to the core settings
+    and every value that differs from its default: the 100-odd fields of ``TrainingArguments``
+    would not fit the SDK's attribute limit of a span (128 by default) beside the rest of the
+    run's configuration, and a default is given by the recorded transformers version."""
+    values = args.to_dict()
+    fields = dataclasses.fields(args) if dataclasses.is_dataclass(args) else ()
+    defaults = {f.name: _default(f) for f in fields}
+    return {
+        k: v
+        for k, v in values.items()
+        if k in CORE_ARGUMENTS or k not in defaults or _plain(defaults[k]) != v
+    }
+
+
+def _default(field: Any) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        try:
+            return field.default_factory()
+        except Exception:
+            return dataclasses.MISSING
+    return dataclasses.MISSING
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, enum.Enum) else value
 
 
 def _evaluated(trainer: Any, given: Any, prefix: str) -> tuple[Any, str | None]:
