@@ -126,6 +126,23 @@ def test_the_header_deadline_is_per_request_not_per_read(serve: Serve) -> None:
     _still_serves(server)
 
 
+def test_the_body_deadline_is_per_request_not_per_read(serve: Serve) -> None:
+    server = serve(body_timeout_s=0.5)
+    with _connect(server.http_port, timeout=0.2) as sock:
+        sock.sendall(_head(Content_Length="300"))
+        for _ in range(300):  # one body byte every 0.2 s: each read well in time
+            try:
+                sock.sendall(b"\x00")
+            except OSError:
+                break
+            if _closed_by_server(sock):
+                break
+        else:
+            pytest.fail("a client trickling its body for 60 s was never cut off")
+    wait_for(lambda: server.receiver.budget.used == 0, what="the reservation given back")
+    _still_serves(server)
+
+
 def test_slow_clients_cannot_lock_others_out(serve: Serve) -> None:
     # Scaled down from 130 connections sending one header byte every 10 s: the connections
     # are full of clients that have not finished their headers.
