@@ -23,9 +23,9 @@ it lands on the same passes and steps:
   evaluation pass: ``validation`` for the trainer's ``eval_dataset``, ``test`` for a
   ``test``-prefixed call. ``TrainingArguments`` (the core optimisation settings and every value
   that differs from its default; all of its 100-odd fields would not fit a span's attribute
-  limit) and ``model.config`` (``model.config.*``) become hyperparameters, secrets redacted. Weights written by ``save_pretrained``
-  are recorded by the safetensors/torch.save hooks; ``from_pretrained`` of a local folder records
-  the weight files it read.
+  limit) and ``model.config`` (``model.config.*``) become hyperparameters, secrets redacted.
+  Weights written by ``save_pretrained`` are recorded by the safetensors/torch.save hooks;
+  ``from_pretrained`` of a local folder records the weight files it read.
 
 A framework version without the expected hook point leaves that integration off, saying so in
 one log line. An integration is loaded only when the script imports the framework (wrapt
