@@ -31,7 +31,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import provtel.instrumentation.torch as torch_instrumentation
 from provtel.instrumentation.torch import TorchInstrumentor, hparams
 from provtel.instrumentation.torch.tracker import Tracker
 
@@ -376,7 +375,7 @@ def _boom(*args: Any, **kwargs: Any) -> Any:
     [
         (Tracker, "loader_step", "ml.step.loss"),  # the DataLoader hook stops
         # backward hook stops (a loss of shape (1,) takes the general path through _loss_of)
-        (torch_instrumentation, "_loss_of", "ml.step.duration"),
+        (Tracker, "_loss_of", "ml.step.duration"),
         (hparams, "optimizer_hparams", "ml.step.loss"),  # optimizer construction hook stops
     ],
 )

@@ -59,10 +59,12 @@ def functional(original: Any, is_compiling: Callable[[], bool]) -> Any:
     @functools.wraps(original)
     def loss(*args: Any, **kwargs: Any) -> Any:
         result = original(*args, **kwargs)
+        if result.requires_grad or state.depth:
+            return result  # training (backward records it), or inside a loss module
         if is_compiling():
             return result
         sink = state.sink
-        if sink is not None and not state.depth and not result.requires_grad:
+        if sink is not None:
             sink(result, args, kwargs)
         return result
 

@@ -504,71 +504,24 @@ class TorchInstrumentor(BaseInstrumentor):
 
     # -- training hooks ----------------------------------------------------------------------
     def _backward(self, tracker: Tracker, roots_arg: int = 0) -> Any:
+        """``torch.autograd.backward`` (what ``Tensor.backward`` calls) as two events."""
         guard = Guard("backward" if not roots_arg else "distributed autograd backward")
-        timer_of = tracker
-        tensor_type = tracker.torch.Tensor
+        keyword = "roots" if roots_arg else "tensors"
 
         def make(wrapped: Any) -> Any:
             def backward(*args: Any, **kwargs: Any) -> Any:
                 if not (guard.ok and tracker.enabled):
                     return wrapped(*args, **kwargs)
                 t0 = perf()
-                cuda = None
+                token = None
                 try:
-                    tensors: Any = (
-                        args[roots_arg]
-                        if len(args) > roots_arg
-                        else kwargs.get("roots" if roots_arg else "tensors")
-                    )
-                    rec = tracker.recorder
-                    if not rec.open:
-                        tracker.ensure_step(t0)
-                        rec = tracker.recorder
-                    if rec.open:
-                        if (
-                            not tracker.step_from_loader
-                            and not tracker.optimizer_seen
-                            and rec.had_backward
-                        ):
-                            # no optimizer: a step runs from one backward to the next
-                            tracker.end_step(t0)
-                            tracker.begin_step(t0, tracker.current_pass(), False)
-                        p = tracker.step_pass
-                        if p is None or not p.training:
-                            tracker.mark_training(tracker.current_pass())
-                        tail = rec.tail_start and not rec.tail_had_backward
-                        if rec.loss is None or tail:
-                            if (
-                                type(tensors) is tensor_type
-                                and tracker.scaled is None
-                                and tensors.is_cpu
-                                and not tensors.dim()
-                            ):
-                                value = tensors.tolist()  # the usual CPU loss: read it now
-                            else:
-                                value = _loss_of(tracker, tensors)
-                            if rec.loss is None:
-                                rec.loss = value
-                            if tail:
-                                rec.tail_loss = value
-                        if timer_of.cuda_timer is not None and getattr(tensors, "is_cuda", False):
-                            cuda = timer_of.cuda_timer.mark()
+                    tensors = args[roots_arg] if len(args) > roots_arg else kwargs.get(keyword)
+                    token = tracker.backward_begin(tensors, t0)
                 except Exception:
                     guard.fail()
                 result = wrapped(*args, **kwargs)
                 try:
-                    rec = tracker.recorder
-                    if rec.open:
-                        elapsed = perf() - t0
-                        rec.backward_ns += elapsed
-                        rec.had_backward = True
-                        if rec.tail_start:
-                            rec.tail_backward_ns += elapsed
-                            rec.tail_had_backward = True
-                        if cuda is not None and rec.block is not None:
-                            rec.block.cuda_intervals.append(
-                                (len(rec.block), "b", cuda, timer_of.cuda_timer.mark())
-                            )
+                    tracker.backward_end(t0, perf(), token)
                 except Exception:
                     guard.fail()
                 return result
@@ -581,23 +534,11 @@ class TorchInstrumentor(BaseInstrumentor):
         guard = Guard("optimizer step (pre)")
 
         def pre(optimizer: Any, args: Any, kwargs: Any) -> None:
-            if not (guard.ok and tracker.enabled):
-                return
-            try:
-                now = perf()
-                rec = tracker.recorder
-                if rec.tail_start:
-                    tracker.before_optimizer(optimizer)
-                if not rec.open:
-                    tracker.ensure_step(now)
-                p = tracker.step_pass
-                if p is None or not p.training:
-                    tracker.mark_training(tracker.current_pass())
-                tracker.optimizer_pre = now
-                if tracker.cuda_timer is not None and _on_cuda(optimizer):
-                    tracker.optimizer_event = tracker.cuda_timer.mark()
-            except Exception:
-                guard.fail()
+            if guard.ok and tracker.enabled:
+                try:
+                    tracker.optimizer_begin(optimizer, perf())
+                except Exception:
+                    guard.fail()
 
         return pre
 
@@ -605,23 +546,18 @@ class TorchInstrumentor(BaseInstrumentor):
         guard = Guard("optimizer step (post)")
 
         def post(optimizer: Any, args: Any, kwargs: Any) -> None:
-            if not (guard.ok and tracker.enabled):
-                return
-            try:
-                now = perf()
-                tracker.optimizer_steps += 1
-                _step_done(tracker, optimizer, now, skipped=False)
-            except Exception:
-                guard.fail()
+            if guard.ok and tracker.enabled:
+                try:
+                    tracker.optimizer_end(optimizer, perf())
+                except Exception:
+                    guard.fail()
 
         return post
 
     def _scaler_scale(self, tracker: Tracker) -> Any:
         def scale(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             result = wrapped(*args, **kwargs)
-            outputs = args[0] if args else kwargs.get("outputs")
-            if getattr(outputs, "numel", None) is not None:
-                tracker.scaled = (result, outputs)  # backward sees the scaled loss
+            tracker.loss_scaled(result, args[0] if args else kwargs.get("outputs"))
             return result
 
         return scale
@@ -640,12 +576,7 @@ class TorchInstrumentor(BaseInstrumentor):
             result = wrapped(*args, **kwargs)
             if guard.ok and tracker.enabled:
                 try:
-                    tracker.uses_scaler = True
-                    if tracker.optimizer_steps == before:
-                        # inf/NaN gradients: GradScaler skipped optimizer.step()
-                        tracker.ensure_step(perf())
-                        tracker.recorder.skipped = 1
-                        _step_done(tracker, optimizer, perf(), skipped=True)
+                    tracker.scaler_stepped(optimizer, before, perf())
                 except Exception:
                     guard.fail()
             return result
@@ -744,55 +675,3 @@ def _torch_installed() -> bool:
         return Version(version).release >= (2, 1)
     except InvalidVersion:
         return True  # a local build with an odd version string: let the hooks decide
-
-
-def _loss_of(tracker: Tracker, tensors: Any) -> Any:
-    if isinstance(tensors, (list, tuple)):
-        tensors = tensors[0] if len(tensors) == 1 else None
-    if tensors is None:
-        return None
-    scaled = tracker.scaled
-    if scaled is not None and scaled[0] is tensors:
-        tensors = scaled[1]  # AMP: record the loss the script computed, not the scaled one
-        tracker.scaled = None
-    if tensors.numel() != 1:
-        return None
-    if tensors.is_cpu:
-        # nothing to synchronise with: read it now (tolist: no autograd view, no warning)
-        value = tensors.tolist()
-        while type(value) is list:
-            value = value[0]
-        return value
-    return tensors.detach()  # read once per block, with the block's other losses
-
-
-def _on_cuda(optimizer: Any) -> bool:
-    groups = getattr(optimizer, "param_groups", None) or [{}]
-    params = groups[0].get("params") or []
-    return bool(params) and bool(getattr(params[0], "is_cuda", False))
-
-
-def _step_done(tracker: Tracker, optimizer: Any, now: int, skipped: bool) -> None:
-    rec = tracker.recorder
-    if not rec.open:
-        return
-    if tracker.optimizer_event is not None:
-        if rec.block is not None:
-            rec.block.cuda_intervals.append(
-                (len(rec.block), "o", tracker.optimizer_event, tracker.cuda_timer.mark())
-            )
-        tracker.optimizer_event = None
-    pre = tracker.optimizer_pre
-    if pre:
-        rec.optimizer_ns += now - pre
-        tracker.optimizer_pre = 0
-    if not tracker.optimizer_seen:
-        tracker.optimizer_seen = True
-    if not rec.stepped:  # the learning rate of the first optimizer that stepped in the step
-        groups = getattr(optimizer, "param_groups", None)
-        if groups:
-            lr = groups[0].get("lr")
-            rec.lr = lr if type(lr) is float else hparams.finite_or_nan(lr)
-    rec.stepped += (id(optimizer),)
-    if not tracker.step_from_loader:
-        tracker.optimizer_stepped(now)

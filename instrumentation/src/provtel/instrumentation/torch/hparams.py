@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from provtel.semconv import attributes as sc
+from provtel.semconv import redaction
 from provtel.semconv.redaction import redact_value
 
 PREFIX = "ml.hparam."
@@ -200,29 +201,12 @@ _MAX_DEPTH = 4
 _MAX_ITEMS = 500  # a configuration larger than this is cut (one debug line), never the training
 
 
-def _redactor() -> Any:
-    """``provtel.semconv.redaction`` once it exists (the hardening helper adds it)."""
-    try:
-        from provtel.semconv import redaction
-    except ImportError:  # TODO(lead): drop this fallback once provtel.semconv.redaction lands
-        return None
-    return redaction
-
-
-_SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "credential")
-
-
 def is_secret(name: str) -> bool:
-    """Whether a configuration name looks secret (``*key*``, ``*token*``, ``*password*`` ...)."""
-    redaction = _redactor()
-    check = getattr(redaction, "is_secret", None) if redaction is not None else None
-    if callable(check):
-        return bool(check(name))
-    lowered = name.lower()
-    return any(word in lowered for word in _SECRET_WORDS)
+    """Whether a configuration name looks secret (``provtel.semconv.redaction``'s policy)."""
+    return redaction.is_secret(name)
 
 
-REDACTED = "[REDACTED]"
+REDACTED = redaction.REDACTED
 
 
 def config_mapping(obj: Any) -> Mapping[str, Any] | None:
@@ -279,7 +263,9 @@ def flatten_config(obj: Any, prefix: str = "") -> dict[str, Any]:
                 if depth < _MAX_DEPTH:
                     walk(nested, name + ".", depth + 1)
                 continue
-            if isinstance(value, _SCALARS):
+            if isinstance(value, str):
+                out[prefix + name] = redaction.redact_text(value)  # URLs lose credentials
+            elif isinstance(value, _SCALARS):
                 out[prefix + name] = value
             elif isinstance(value, (list, tuple)):
                 if value and all(isinstance(v, _SCALARS) for v in value):

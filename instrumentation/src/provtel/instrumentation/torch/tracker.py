@@ -34,7 +34,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from provtel.instrumentation import activity
 from provtel.instrumentation.torch import logs
 from provtel.instrumentation.torch.config import Config
-from provtel.instrumentation.torch.hparams import loader_attributes
+from provtel.instrumentation.torch.hparams import finite_or_nan, loader_attributes
 from provtel.instrumentation.torch.steps import Block, StepRecorder, seconds
 from provtel.semconv import activities as act
 from provtel.semconv import attributes as sc
@@ -108,6 +108,7 @@ class Tracker:
         self.started_ns = time.time_ns()
         self.pid = os.getpid()
         self.enabled = True
+        self._tensor_type: Any = getattr(torch, "Tensor", ())
         self.recorder = StepRecorder()
         self.run_span: Span | None = None
         self.run_context: otel_context.Context | None = None
@@ -155,6 +156,8 @@ class Tracker:
         self.sanity = False  # a framework's sanity check: recorded nowhere
         self.step_lock = threading.Lock()  # block hand-over: training thread vs idle flush
         self._flusher_stop: threading.Event | None = None
+        self._flusher: threading.Thread | None = None
+        self.in_backward = False
         # Background work: checkpoint digests and live metrics of each block.
         self.digests = ThreadPoolExecutor(max_workers=1, thread_name_prefix="provtel-background")
         # live metrics
@@ -236,6 +239,8 @@ class Tracker:
             return
         if self._flusher_stop is not None:
             self._flusher_stop.set()
+            if self._flusher is not None and self._flusher is not threading.current_thread():
+                self._flusher.join(timeout=1.0)  # a hand-over in progress completes first
         self.end_run()
         self.digests.shutdown(wait=True)
         self.enabled = False
@@ -549,6 +554,173 @@ class Tracker:
             self._decide(None)  # the user or a framework named its context
         # else validation if training follows, else decided at the end by its data
 
+    # -- step events from the hooks (which only time them and hand them over) --------------
+    def backward_begin(self, tensors: Any, t0: int) -> Any:
+        """A backward pass begins at ``t0``: it joins (or opens) a step, whose loss it is
+        when the step has none yet. Returns the CUDA event marking its start (or None)."""
+        self.in_backward = True  # the idle hand-over leaves the open step alone meanwhile
+        rec = self.recorder
+        if not rec.open:
+            self.ensure_step(t0)
+            rec = self.recorder
+            if not rec.open:
+                return None
+        if not self.step_from_loader and not self.optimizer_seen and rec.had_backward:
+            # no optimizer: a step runs from one backward to the next
+            self.end_step(t0)
+            self.begin_step(t0, self.current_pass(), False)
+        p = self.step_pass
+        if p is None or not p.training:
+            self.mark_training(self.current_pass())
+        tail = rec.tail_start and not rec.tail_had_backward
+        if rec.loss is None or not rec.had_backward or tail:
+            if (
+                type(tensors) is self._tensor_type
+                and self.scaled is None
+                and tensors.is_cpu
+                and not tensors.dim()
+            ):
+                value = tensors.tolist()  # the usual CPU loss: read it now
+            else:
+                value = self._loss_of(tensors)
+            if rec.loss is None or not rec.had_backward:
+                rec.loss = value
+            if tail:
+                rec.tail_loss = value
+        timer = self.cuda_timer
+        if timer is not None and getattr(tensors, "is_cuda", False):
+            return timer.mark()
+        return None
+
+    def backward_end(self, t0: int, now: int, cuda: Any) -> None:
+        """The backward pass that began at ``t0`` ended at ``now``."""
+        self.in_backward = False
+        rec = self.recorder
+        if not rec.open:
+            return
+        elapsed = now - t0
+        rec.backward_ns += elapsed
+        rec.had_backward = True
+        if rec.tail_start:
+            rec.tail_backward_ns += elapsed
+            rec.tail_had_backward = True
+        if cuda is not None and rec.block is not None:
+            rec.block.cuda_intervals.append((len(rec.block), "b", cuda, self.cuda_timer.mark()))
+
+    def optimizer_begin(self, optimizer: Any, now: int) -> None:
+        """``optimizer.step()`` begins (an optimizer step pre-hook)."""
+        rec = self.recorder
+        if rec.tail_start:
+            self.before_optimizer(optimizer)
+        if not rec.open:
+            self.ensure_step(now)
+        p = self.step_pass
+        if p is None or not p.training:
+            self.mark_training(self.current_pass())
+        self.optimizer_pre = now
+        if self.cuda_timer is not None and _on_cuda(optimizer):
+            self.optimizer_event = self.cuda_timer.mark()
+
+    def optimizer_end(self, optimizer: Any, now: int) -> None:
+        """``optimizer.step()`` ended (an optimizer step post-hook)."""
+        self.optimizer_steps += 1
+        self._step_done(optimizer, now)
+
+    def loss_scaled(self, scaled: Any, outputs: Any) -> None:
+        """AMP ``GradScaler.scale(outputs)`` returned ``scaled``: backward will see it."""
+        if getattr(outputs, "numel", None) is not None:
+            self.scaled = (scaled, outputs)
+
+    def scaler_stepped(self, optimizer: Any, steps_before: int, now: int) -> None:
+        """``GradScaler.step(optimizer)`` returned; no optimizer step since ``steps_before``
+        means it skipped the step (inf/NaN gradients)."""
+        self.uses_scaler = True
+        if self.optimizer_steps == steps_before:
+            self.ensure_step(now)
+            self.recorder.skipped = 1
+            self._step_done(optimizer, now)
+
+    def _step_done(self, optimizer: Any, now: int) -> None:
+        rec = self.recorder
+        if not rec.open:
+            return
+        if self.optimizer_event is not None:
+            if rec.block is not None:
+                rec.block.cuda_intervals.append(
+                    (len(rec.block), "o", self.optimizer_event, self.cuda_timer.mark())
+                )
+            self.optimizer_event = None
+        pre = self.optimizer_pre
+        if pre:
+            rec.optimizer_ns += now - pre
+            self.optimizer_pre = 0
+        if not self.optimizer_seen:
+            self.optimizer_seen = True
+        if not rec.stepped:  # the learning rate of the first optimizer that stepped in the step
+            groups = getattr(optimizer, "param_groups", None)
+            if groups:
+                lr = groups[0].get("lr")
+                rec.lr = lr if type(lr) is float else finite_or_nan(lr)
+        rec.stepped += (id(optimizer),)
+        if not self.step_from_loader:
+            self.optimizer_stepped(now)
+
+    def _loss_of(self, tensors: Any) -> Any:
+        if isinstance(tensors, (list, tuple)):
+            tensors = tensors[0] if len(tensors) == 1 else None
+        if tensors is None:
+            return None
+        scaled = self.scaled
+        if scaled is not None and scaled[0] is tensors:
+            tensors = scaled[1]  # AMP: record the loss the script computed, not the scaled one
+            self.scaled = None
+        if tensors.numel() != 1:
+            return None
+        if tensors.is_cpu:
+            # nothing to synchronise with: read it now (tolist: no autograd view, no warning)
+            value = tensors.tolist()
+            while type(value) is list:
+                value = value[0]
+            return value
+        return tensors.detach()  # read once per block, with the block's other losses
+
+    def loader_begin(self, loader: Any, t0: int) -> Pass | None:
+        """The first batch of a DataLoader iteration is asked for at ``t0``: its pass."""
+        if self.recorder.open:
+            self.end_step(t0)  # a step opened outside this loader ends here
+        return self.start_pass(loader)
+
+    def batch_fetched(self, p: Pass, t0: int, t1: int, batch: Any) -> None:
+        """A batch of pass ``p`` was asked for at ``t0`` and arrived at ``t1``: the open step
+        ends at ``t0`` and the batch's step begins there (the hot path)."""
+        p.batches += 1
+        rec = self.recorder
+        if (
+            rec.open
+            and self.block_pass is p
+            and self.step_from_loader
+            and rec.next_index + 1 < self.block_end_index
+            and t0 < self.block_deadline
+        ):
+            rec.advance(t0)  # the usual case: the next step of the same block
+            self.last_boundary = t0
+        else:
+            rec = self.loader_step(t0, p)
+        rec.data_wait_ns = t1 - t0
+        if type(batch) in _SEQUENCES and batch and isinstance(batch[0], self._tensor_type):
+            first = batch[0]  # the usual (inputs, targets): no torch.Size built
+            rec.batch_size = first.size(0) if first.dim() else 1
+        else:
+            rec.batch_size = batch_size(batch)
+
+    def loader_stopped(self, p: Pass | None, t0: int, exhausted: bool) -> None:
+        """No batch came (asked for at ``t0``): the open step ended there; an exhausted
+        iterator ends the pass."""
+        if p is not None and self.step_pass is p:
+            self.end_step(t0)
+        if exhausted and p is not None and not p.ended:
+            self.end_pass(p, perf())
+
     # -- values, configuration and evaluations from user code and frameworks ----------------
     def log(self, name: str, value: Any, step: int | None, context: str | None) -> bool:
         """A value logged by user code or a framework: kept with the open step block, else the
@@ -736,6 +908,9 @@ class Tracker:
                 rec.open
                 and rec.tail_start
                 and not rec.tail_had_backward
+                and rec.tail_loss is None
+                and not self.in_backward
+                and not self.optimizer_pre
                 and not self.step_from_loader
             ):
                 rec.end(rec.tail_start)
@@ -777,7 +952,8 @@ class Tracker:
                     logger.exception("provtel: handing over an idle step block failed; stopped")
                     return
 
-        threading.Thread(target=loop, name="provtel-idle-blocks", daemon=True).start()
+        self._flusher = threading.Thread(target=loop, name="provtel-idle-blocks", daemon=True)
+        self._flusher.start()
 
     def _block_attributes(
         self, block: Block, p: Pass | None, handle: activity.Handle
@@ -872,6 +1048,30 @@ class Tracker:
                 (backward if kind == "b" else optimizer)[i] += ns
         block.backward_ns, block.optimizer_ns = backward, optimizer
         block.cuda_intervals = []
+
+
+_SEQUENCES = (tuple, list)
+
+
+def batch_size(batch: Any) -> int:
+    """Samples in a batch: the first dimension of its first tensor (-1 when unknown)."""
+    for _ in range(4):  # tensor, or a tuple/list/dict nesting tensors
+        shape = getattr(batch, "shape", None)
+        if shape is not None:
+            return int(shape[0]) if len(shape) else 1
+        if isinstance(batch, (list, tuple)) and batch:
+            batch = batch[0]
+        elif isinstance(batch, dict) and batch:
+            batch = next(iter(batch.values()))
+        else:
+            return -1
+    return -1
+
+
+def _on_cuda(optimizer: Any) -> bool:
+    groups = getattr(optimizer, "param_groups", None) or [{}]
+    params = groups[0].get("params") or []
+    return bool(params) and bool(getattr(params[0], "is_cuda", False))
 
 
 def launcher_context() -> otel_context.Context:
