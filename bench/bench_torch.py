@@ -54,6 +54,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -248,10 +249,14 @@ class Row:
 
 
 #: Threads whose work is driven by the clock, not by steps: the SDK's metric reader (every
-#: ``OTEL_METRIC_EXPORT_INTERVAL``) and the hardware sampler. A real run trains without pause,
-#: so only what they do *during* an epoch is counted; what they do while the process waits for
-#: its turn would not exist there.
-CLOCK_THREADS = ("OtelPeriodicExportingMetricReader", "provtel-hardware-sampler")
+#: ``OTEL_METRIC_EXPORT_INTERVAL``), the hardware sampler and the torch instrumentation's idle
+#: block hand-over (it polls). A real run trains without pause, so only what they do *during* an
+#: epoch is counted; what they do while the process waits for its turn would not exist there.
+CLOCK_THREADS = (
+    "OtelPeriodicExportingMetricReader",
+    "provtel-hardware-sampler",
+    "provtel-idle-blocks",
+)
 
 
 def _cycles(reports: list[dict[str, Any]]) -> list[Cycle]:
@@ -377,6 +382,45 @@ def thread_table(rows: dict[str, Row], names: list[str]) -> list[str]:
     return lines
 
 
+def costs_table(steps_per_s: float) -> list[str]:
+    """The pieces one at a time (``bench/torch_costs.py`` in a fresh process)."""
+    result = subprocess.run(
+        [sys.executable, str(HERE / "torch_costs.py")],
+        env=user_env(Path(tempfile.gettempdir())),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"torch_costs.py failed:\n{result.stderr[-3000:]}")
+    c = json.loads(result.stdout.strip().splitlines()[-1])
+    block = 1000
+    interval_s = 10.0
+    return [
+        "The pieces one at a time (`bench/torch_costs.py`: median `thread_time` of repeated",
+        "calls through public APIs; per step at this machine's tiny-model rate of "
+        f"{steps_per_s:,.0f} steps/s, blocks of {block:,} steps, the distro's 10 s metric "
+        "interval):",
+        "",
+        "| piece | measured | per training step |",
+        "|---|---:|---:|",
+        "| SDK checks of a step block's attributes (10 arrays × 1,000 values, element by "
+        f"element) | {c['block_span_ms']:.2f} ms a block | "
+        f"{c['block_span_ms'] * 1e3 / block:.2f} µs |",
+        "| PROV span exporter, one step block (records, journal, series files) | "
+        f"{c['block_export_ms']:.2f} ms a block | {c['block_export_ms'] * 1e3 / block:.2f} µs |",
+        "| one SDK `Histogram.record` (a metric recorded per step) | "
+        f"{c['sdk_record_us']:.2f} µs a call | {c['sdk_record_us']:.2f} µs per metric |",
+        "| one metric collection + PROV export (host instrumentor) | "
+        f"{c['collection_ms']:.2f} ms | "
+        f"{c['collection_ms'] * 1e3 / (interval_s * steps_per_s):.3f} µs |",
+        "",
+        "The main thread's share above is the hooks' work and the block close (the SDK",
+        "checks of the block span run there). Which functions: the py-spy profile in",
+        "[performance.md](performance.md) (`bench/profile_torch.py`).",
+    ]
+
+
 # -- 2. fixed cost and 3. exit: subprocesses -----------------------------------------------------
 
 SCRIPT_20 = """
@@ -397,6 +441,11 @@ for x, y in DataLoader(data, batch_size=8):
     if first is None:
         first = time.time()
 print(first, flush=True)
+"""
+
+SCRIPT_EMPTY = """
+import time
+print(time.time(), flush=True)
 """
 
 SCRIPT_EXIT = f"""
@@ -427,7 +476,34 @@ class Process:
     written_after_s: float | None  # the printed time to the run folder's newest file
 
 
-def timed_process(script: Path, c: Config, output: Path) -> Process:
+def timed_processes(
+    script: Path, runs: list[tuple[Config, Path]], document: bool = True
+) -> list[Process]:
+    """Launch the processes at the same time; time each from its launch to its exit."""
+    results: list[Process | BaseException | None] = [None] * len(runs)
+
+    def one(i: int, c: Config, output: Path) -> None:
+        try:
+            results[i] = timed_process(script, c, output, document)
+        except BaseException as exc:  # reported by the caller
+            results[i] = exc
+
+    threads = [
+        threading.Thread(target=one, args=(i, c, output)) for i, (c, output) in enumerate(runs)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out = []
+    for r in results:
+        if not isinstance(r, Process):
+            raise RuntimeError(f"{script.name}: {r}")
+        out.append(r)
+    return out
+
+
+def timed_process(script: Path, c: Config, output: Path, document: bool = True) -> Process:
     command = [sys.executable, str(script)]
     if c.instrumented:
         command = [str(INSTRUMENT), *command]
@@ -445,7 +521,7 @@ def timed_process(script: Path, c: Config, output: Path) -> Process:
             raise RuntimeError(f"{script.name} ({c.name}) failed:\n{err.read()[-3000:]}")
         printed = float(out.read().strip().splitlines()[-1])
     written = None
-    if records_run(c):
+    if document and records_run(c):
         documents = list(output.glob("*/prov.json"))
         if len(documents) != 1:
             raise RuntimeError(f"{script.name} ({c.name}): {len(documents)} documents")
@@ -456,19 +532,33 @@ def timed_process(script: Path, c: Config, output: Path) -> Process:
 
 
 def measure_processes(
-    script: Path, configs: list[Config], reps: int, directory: Path
-) -> dict[str, list[Process]]:
+    script: Path, configs: list[Config], reps: int, directory: Path, document: bool = True
+) -> tuple[dict[str, list[Process]], dict[str, list[Process]]]:
+    """Each configuration launched at the same time as a plain twin, ``reps`` times; the pairs
+    in turn, order rotated. Returns the runs and, by configuration, the twins."""
     out: dict[str, list[Process]] = {c.name: [] for c in configs}
+    twins: dict[str, list[Process]] = {c.name: [] for c in configs}
+    others = [c for c in configs if c is not PLAIN]
     for rep in range(reps):
-        shift = rep % len(configs)
-        for c in configs[shift:] + configs[:shift]:
-            with tempfile.TemporaryDirectory(dir=directory) as output:
-                out[c.name].append(timed_process(script, c, Path(output)))
+        shift = rep % len(others)
+        for c in others[shift:] + others[:shift]:
+            with (
+                tempfile.TemporaryDirectory(dir=directory) as a,
+                tempfile.TemporaryDirectory(dir=directory) as b,
+            ):
+                twin, run = timed_processes(script, [(PLAIN, Path(a)), (c, Path(b))], document)
+            out[PLAIN.name].append(twin)
+            twins[c.name].append(twin)
+            out[c.name].append(run)
         log(
             f"  {script.stem} {rep + 1}/{reps}: "
-            + ", ".join(f"{n.split(' (')[0]} {p[-1].total_s:.2f} s" for n, p in out.items())
+            + ", ".join(
+                f"{c.name.split(' (')[0]} {out[c.name][-1].cpu_s - twins[c.name][-1].cpu_s:+.3f} s"
+                for c in others
+            )
+            + " CPU"
         )
-    return out
+    return out, twins
 
 
 def paired(a: list[float], b: list[float]) -> float:
@@ -482,6 +572,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
     parser.add_argument("--rounds", type=int, default=None, help="epochs per configuration")
+    parser.add_argument("--fixed-reps", type=int, default=None, help="runs of the 20-step script")
     parser.add_argument(
         "--only", choices=("steps", "fixed", "exit"), action="append", help="parts to run"
     )
@@ -493,7 +584,7 @@ def main() -> int:
     global PYTHONPATH
     PYTHONPATH = args.pythonpath
     rounds = args.rounds or (2 if args.quick else 6)
-    fixed_reps = 3 if args.quick else 8
+    fixed_reps = args.fixed_reps or (3 if args.quick else 6)
     exit_reps = 1 if args.quick else 3
     parts = set(args.only or ("steps", "fixed", "exit"))
     load = os.getloadavg()
@@ -531,13 +622,15 @@ def main() -> int:
             lines += per_step_table(TINY, tiny)
             lines += [""]
             lines += per_step_table(MEDIUM, medium)
+            lines += ["", "### Where the CPU goes", ""]
             lines += [
-                "",
-                "Where the CPU goes, by thread (tiny model, median over repetitions, µs per",
-                "training step; `/proc/self/task/*/schedstat` around the loop):",
+                "By thread (tiny model, defaults; median over rounds of each thread's CPU per",
+                "training step, `/proc/self/task/*/schedstat`):",
                 "",
             ]
             lines += thread_table(tiny, [DEFAULTS.name])
+            plain_us = statistics.median(1e6 * c.cpu_s / c.steps for c in tiny[PLAIN.name].cycles)
+            lines += ["", *costs_table(1e6 / plain_us)]
             d_us = statistics.median(tiny[DEFAULTS.name].cpu_added_us)
             null_us = statistics.median(tiny[NULL.name].cpu_added_us)
             m_plain = statistics.median(1e6 * c.cpu_s / c.steps for c in medium[PLAIN.name].cycles)
@@ -574,42 +667,79 @@ def main() -> int:
                 },
             )
             configs = [PLAIN, floor, DEFAULTS, torch_off]
-            fixed = measure_processes(script, configs, fixed_reps, directory)
-            p, d, t = fixed[PLAIN.name], fixed[DEFAULTS.name], fixed[torch_off.name]
-            f = fixed[floor.name]
+            fixed, twins = measure_processes(script, configs, fixed_reps, directory)
+
+            def added(
+                runs: dict[str, list[Process]],
+                tw: dict[str, list[Process]],
+                name: str,
+                field: str = "cpu_s",
+            ) -> float:
+                return paired(
+                    [getattr(r, field) for r in runs[name]], [getattr(r, field) for r in tw[name]]
+                )
+
             lines += [
                 "",
                 "### Fixed cost: start and exit of a 20-step script",
                 "",
                 f"A 20-step script (the tiny MLP over a `DataLoader`); {fixed_reps} runs per",
-                "configuration, alternating; medians, and the median of the paired differences",
-                "with the plain run. *CPU* is the user + system time of the whole process",
-                "(`os.wait4`), the figure the verdict uses: on this loaded machine the wall time",
-                "of a start swings by a second; on an idle one it is about the CPU time (start-up",
-                "is single-threaded). The *floor* row is what `opentelemetry-instrument` and the",
-                "SDK cost with everything of provtel's switched off (the launcher process, entry",
-                "point scanning, SDK imports and set-up): upstream's share.",
+                "configuration, each launched at the same time as a plain `python` twin (pairs in",
+                "turn); medians, and the median of the differences with the twin. *CPU* is the",
+                "user + system time of the whole process (`os.wait4`), the figure the verdict",
+                "uses: on this loaded machine the wall time of a start swings by seconds; on an",
+                "idle one it is about the CPU time (start-up is single-threaded). The *floor* row",
+                "is `opentelemetry-instrument` and the SDK with everything of provtel's switched",
+                "off (the launcher process, entry-point scanning, SDK imports and set-up):",
+                "upstream's share.",
                 "",
                 "| configuration | launch → exit (wall) | CPU of the process | launch → first "
                 "step done | added wall | added CPU |",
                 "|---|---:|---:|---:|---:|---:|",
             ]
             for name, runs in fixed.items():
-                added = (
+                more = (
                     "| — | — |"
-                    if runs is p
-                    else f"| {paired([r.total_s for r in runs], [r.total_s for r in p]):+.3f} s "
-                    f"| {paired([r.cpu_s for r in runs], [r.cpu_s for r in p]):+.3f} s |"
+                    if name == PLAIN.name
+                    else f"| {added(fixed, twins, name, 'total_s'):+.3f} s "
+                    f"| {added(fixed, twins, name):+.3f} s |"
                 )
                 lines.append(
                     f"| {name} | {statistics.median(r.total_s for r in runs):.3f} s | "
                     f"{statistics.median(r.cpu_s for r in runs):.3f} s | "
-                    f"{statistics.median(r.printed_after_s for r in runs):.3f} s {added}"
+                    f"{statistics.median(r.printed_after_s for r in runs):.3f} s {more}"
                 )
-            fixed_added = paired([r.cpu_s for r in d], [r.cpu_s for r in p])
-            floor_added = paired([r.cpu_s for r in f], [r.cpu_s for r in p])
-            startup_ms = 1e3 * paired(
-                [r.printed_after_s for r in d], [r.printed_after_s for r in t]
+            log("fixed cost: empty script")
+            empty = directory / "empty.py"
+            empty.write_text(SCRIPT_EMPTY)
+            hw_off = Config(
+                "hardware instrumentors disabled",
+                True,
+                {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": HARDWARE},
+            )
+            e_configs = [PLAIN, floor, DEFAULTS, torch_off, hw_off]
+            e, e_twins = measure_processes(
+                empty, e_configs, 2 * fixed_reps, directory, document=False
+            )
+            lines += [
+                "",
+                "The same start and exit without torch (a script that only prints the time; same",
+                "pairing, twice the runs), where the machine resolves tens of milliseconds:",
+                "",
+                "| configuration | CPU of the process | added CPU |",
+                "|---|---:|---:|",
+            ]
+            for name, runs in e.items():
+                more = "—" if name == PLAIN.name else f"{added(e, e_twins, name):+.3f} s"
+                lines.append(
+                    f"| {name} | {statistics.median(r.cpu_s for r in runs):.3f} s | {more} |"
+                )
+            fixed_added = added(fixed, twins, DEFAULTS.name)
+            floor_added = added(fixed, twins, floor.name)
+            e_ours = added(e, e_twins, DEFAULTS.name) - added(e, e_twins, floor.name)
+            startup_ms = 1e3 * (
+                added(fixed, twins, DEFAULTS.name, "printed_after_s")
+                - added(fixed, twins, torch_off.name, "printed_after_s")
             )
             fixed_ok = fixed_added <= BUDGET_FIXED_S
             startup_ok = startup_ms <= BUDGET_STARTUP_MS
@@ -619,7 +749,7 @@ def main() -> int:
                 f"script {fixed_added:+.3f} s CPU over plain Python (budget <= "
                 f"{BUDGET_FIXED_S:g} s), of which {floor_added:+.3f} s is the floor of "
                 f"`opentelemetry-instrument` and the SDK and {fixed_added - floor_added:+.3f} s "
-                "provtel's."
+                f"provtel's (without torch, where it resolves better: {e_ours:+.3f} s)."
             )
             verdicts.append(
                 f"**{'PASS' if startup_ok else 'FAIL'}** (start-up of `provtel_torch`): launch → "
@@ -630,7 +760,7 @@ def main() -> int:
             log(f"exit after {EXIT_STEPS} steps")
             script = directory / "exit10k.py"
             script.write_text(SCRIPT_EXIT)
-            exits = measure_processes(script, [PLAIN, DEFAULTS], exit_reps, directory)
+            exits, _ = measure_processes(script, [PLAIN, DEFAULTS], exit_reps, directory)
             written = statistics.median(
                 r.written_after_s for r in exits[DEFAULTS.name] if r.written_after_s is not None
             )
