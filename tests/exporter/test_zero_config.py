@@ -80,9 +80,15 @@ def test_plain_run_leaves_a_valid_document(tmp_path: Path, write_script) -> None
     software = [a for a in agents.values() if a["prov:type"]["$"] == "prov:SoftwareAgent"]
     assert [a["otel:service.name"] for a in software] == ["train"]
     assert any(a["prov:type"]["$"] == "prov:Person" for a in agents.values())
-    (assoc,) = doc["wasAssociatedWith"].values()
+    # the run is associated with the software agent and with the user, both with the plan
+    assocs = {
+        agents[a["prov:agent"]]["prov:type"]["$"]: a for a in doc["wasAssociatedWith"].values()
+    }
+    assert sorted(assocs) == ["prov:Person", "prov:SoftwareAgent"]
+    assoc = assocs["prov:SoftwareAgent"]
     assert activities[assoc["prov:activity"]]["prov:label"] == "train"
     assert doc["entity"][assoc["prov:plan"]]["provml:lr"] == 0.01
+    assert assocs["prov:Person"]["prov:activity"] == assoc["prov:activity"]
 
     entities = doc["entity"]
     hparams = {

@@ -604,14 +604,13 @@ class DocumentBuilder:
                     self.w.relation("wasAssociatedWith", relation)
                 if rid in self._person_of:
                     # The user too, as yProv4ML does: yProv Explorer does not draw
-                    # actedOnBehalfOf and would show the person unconnected.
-                    # Named: the PROV-O serialiser of prov merges two blank associations of
-                    # one activity.
-                    self.w.element(
-                        "wasAssociatedWith",
-                        "run:user_of_" + activity.partition(":")[2],
-                        {"prov:activity": activity, "prov:agent": self._person_of[rid]},
-                    )
+                    # actedOnBehalfOf and would show the person unconnected. Same shape as
+                    # the agent's (with its plan): prov's PROV-O round trip merges two
+                    # associations of one activity when only one of them is qualified.
+                    person = {"prov:activity": activity, "prov:agent": self._person_of[rid]}
+                    if trace in plan_of:
+                        person["prov:plan"] = plan_of[trace]
+                    self.w.relation("wasAssociatedWith", person)
         for entity, (name, value) in self._hparam_values.items():
             self.w.element(
                 "entity",
