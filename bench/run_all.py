@@ -260,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    if partial:
+        # Re-read: another partial run may have written its section while these ran.
+        sections = {**existing_sections(args.output), **{n: sections[n] for n in names}}
     # Scripts in name order; sections of scripts that no longer exist (kept on a partial run) last.
     order = [n for n in available if n in sections] + [n for n in sections if n not in available]
     doc = header(now, partial) + "".join("\n" + _wrap(n, sections[n]) for n in order)
