@@ -130,21 +130,23 @@ def main() -> None:
 def serve(epoch: Callable[[str], None], checkpoint: str, steps: int) -> None:
     """Run one epoch per line read from stdin (until ``stop``), reporting each.
 
-    Each report is one JSON line: the process's CPU time (``process_time``, all threads) and
-    wall time at the start and the end of the epoch, and each thread's CPU time since the
-    process started (summed by name), so that the caller sees the CPU used between epochs too
-    (background threads working while the process waits for its next turn).
+    Each report is one JSON line: the process's CPU time (``process_time``, all threads) at
+    the start and the end of the epoch, its wall time, and each thread's CPU time since the
+    process started (summed by name) at the start (``threads0``) and the end (``threads``), so
+    that the caller sees the CPU used between epochs too (background threads working while the
+    process waits for its next turn).
     """
     print("ready", flush=True)
     for line in sys.stdin:
         if line.strip() != "go":
             break
+        threads0 = per_thread({}, thread_cpu(), thread_names())
         cpu0, wall0 = time.process_time(), time.perf_counter()
         epoch(checkpoint)
         cpu1, wall1 = time.process_time(), time.perf_counter()
-        threads = per_thread({}, thread_cpu(), thread_names())
+        threads1 = per_thread({}, thread_cpu(), thread_names())
         report = {"cpu0": cpu0, "cpu1": cpu1, "wall_s": wall1 - wall0, "train_steps": steps}
-        print(json.dumps({**report, "threads": threads}), flush=True)
+        print(json.dumps({**report, "threads0": threads0, "threads": threads1}), flush=True)
 
 
 if __name__ == "__main__":
