@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import re
 from pathlib import Path
@@ -133,7 +134,10 @@ def test_untrusted_names_stay_inside_the_output_and_never_collide(tmp_path: Path
 def test_a_restarted_router_continues_the_open_runs(tmp_path: Path) -> None:
     clock = Clock()
     first = make_router(tmp_path, clock)
-    first_spans = spans_of(resource(rank=0, world=1), root=False)
+    # A client re-sends what it sent before (same ids, same times) when the receiver restarts.
+    run_span = spans_of(resource(rank=0, world=1))
+    # all but the root (copies: the router takes ownership of the records it is given)
+    first_spans = copy.deepcopy([s for s in run_span if s.get("parent_span_id")])
     first.add_spans(first_spans)
     first.add_metrics(points_of(resource(rank=0, world=1), steps=2))
     first.add_metrics(points_of(resource(rank=5), steps=9))  # pending: no run has rank 5
@@ -144,7 +148,7 @@ def test_a_restarted_router_continues_the_open_runs(tmp_path: Path) -> None:
     second = make_router(tmp_path, clock)
     (run,) = second.recover()
     assert run.spans == len(first_spans) and run.roots == set()
-    run_span = spans_of(resource(rank=0, world=1))  # the same spans again, now with the root
+    # the same spans again, now with the root
     second.add_spans(run_span)
     second.add_metrics(points_of(resource(rank=0, world=1), steps=4))
     clock.now += 10
