@@ -17,6 +17,13 @@ from typing import TextIO
 
 from provtel.exporter.environment_variables import OTEL_PYTHON_PROVTEL_SUMMARY
 
+# Imported with the exporter, not at exit: defining dataclasses or namedtuples runs exec() of a
+# string, and CPython forgets an unhandled KeyboardInterrupt when code runs that way during
+# finalisation, so a Ctrl-C'd run would exit 1 instead of by SIGINT (-2).
+from provtel.exporter.report.analysis import analyse
+from provtel.exporter.report.document import load
+from provtel.exporter.report.text import summary
+
 logger = logging.getLogger(__name__)
 
 
@@ -28,10 +35,6 @@ def enabled() -> bool:
 
 def summary_text(document: Path) -> str:
     """The summary block of a run's document."""
-    from provtel.exporter.report.analysis import analyse
-    from provtel.exporter.report.document import load
-    from provtel.exporter.report.text import summary
-
     return summary(analyse(load(document)))
 
 
