@@ -58,6 +58,8 @@ def run(tmp_path: Path, write_script: Any, **env: str) -> tuple[dict[str, Any], 
         cwd=tmp_path,
         env=clean_env(
             OTEL_PYTHON_PROVTEL_OUTPUT_DIR=str(tmp_path / "out"),
+            # the end-of-run summary is wanted output; what must be empty is everything else
+            OTEL_PYTHON_PROVTEL_SUMMARY="false",
             OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=",".join(
                 filter(None, ["provtel_torch", disabled])
             ),
