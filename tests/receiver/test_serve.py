@@ -23,7 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from provtel.exporter.prov.otlp import to_json
-from provtel.exporter.prov.validate import assert_valid
+from provtel.exporter.prov.validate import assert_valid, check_file
 from provtel.exporter.receiver import ReceiverServer
 from tests.receiver.helpers import (
     JSON,
@@ -404,7 +404,14 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     docs = server.receiver.router.finalize_all()
     assert docs, "the valid client's run"
     for doc in docs:
-        assert_valid(doc, round_trips=False)
+        # A mutation that keeps a span id but changes the span is a second span with that id:
+        # the document shows both and validation names the clash, which is the right verdict
+        # on such input. Nothing else may be wrong.
+        problems = check_file(doc, round_trips=False).problems
+        assert [p for p in problems if "span ids must be unique" not in p] == [], problems
+    assert_valid(
+        next(d for d in docs if f"{0xC0FFEE:032x}" in d.read_text()), round_trips=False
+    )
     ids = {
         a["otel:span_id"]
         for doc in docs
