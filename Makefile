@@ -38,7 +38,9 @@ system-deps:
 	fi
 
 test: lint system-deps
-	$(BIN)/python -m pytest -q
+	# two workers: most tests wait on subprocesses (instrumented scripts, servers), so the suite
+	# takes ~8.5 min instead of ~14.5 on a 2-core machine
+	$(BIN)/python -m pytest -q -n 2
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
