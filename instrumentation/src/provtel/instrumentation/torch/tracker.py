@@ -210,7 +210,8 @@ class Tracker:
         if threading.current_thread() is threading.main_thread():
             # user spans created from now on are children of the run
             self._context_token = otel_context.attach(self.run_context)
-        threading.Thread(target=self._add_git, name="provtel-git", daemon=True).start()
+        self._git_thread = threading.Thread(target=self._add_git, name="provtel-git", daemon=True)
+        self._git_thread.start()
         if self._flusher_stop is None:
             self._start_idle_flusher()
         return self.run_context
@@ -267,6 +268,9 @@ class Tracker:
         futures.wait(self.pending_digests)
         self.pending_digests.clear()
         self.model_pass = None
+        git = getattr(self, "_git_thread", None)
+        if git is not None:  # a short run must not end before its git commit is known
+            git.join(timeout=2.0)
         span = self.run_span
         if span is None:
             return
