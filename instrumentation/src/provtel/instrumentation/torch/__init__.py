@@ -43,8 +43,10 @@ it is traced as a training run:
   (``ml.checkpoint.entry.iter_num``, ``…best_val_loss``, ``…config.*``, secrets redacted);
 * ``torch.distributed.autograd.backward`` and ``DistributedOptimizer.step`` (RPC training) are
   backward and optimizer steps;
-* live **metrics**: ``ml.step.duration`` (histogram), ``ml.steps``, ``ml.samples``, ``ml.loss``,
-  ``ml.throughput``, recorded once per block.
+* live **metrics** when a metric backend other than the PROV document is configured:
+  ``ml.step.duration`` (a histogram of each block's mean step time), ``ml.steps``,
+  ``ml.samples``, ``ml.loss``, ``ml.throughput``, recorded once per block (every step's values
+  are in the block's arrays).
 
 DataLoader worker processes record nothing. A hook that fails logs once and switches itself
 off; the training is never affected (results are bit-identical with and without it).
@@ -57,7 +59,9 @@ Configuration (environment variables, or ``opentelemetry-instrument`` flags):
   shorter) is handed over by a background thread, so a process killed during a pause keeps
   every step that ended about a second before;
 * ``OTEL_PYTHON_PROVTEL_TORCH_CHECKPOINT_DIGEST`` (true): hash checkpoint files;
-* ``OTEL_PYTHON_PROVTEL_TORCH_CUDA_EVENTS`` (true): CUDA-event phase times on GPUs.
+* ``OTEL_PYTHON_PROVTEL_TORCH_CUDA_EVENTS`` (true): CUDA-event phase times on GPUs;
+* ``OTEL_PYTHON_PROVTEL_TORCH_LIVE_METRICS`` (unset: when ``OTEL_METRICS_EXPORTER`` names a
+  backend other than ``prov``/``none``, or ``instrument(meter_provider=...)``): live metrics.
 
 Disable it with ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=provtel_torch``. In code::
 
@@ -68,6 +72,7 @@ Disable it with ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=provtel_torch``. In code
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import functools
 import importlib
 import importlib.metadata
@@ -90,7 +95,7 @@ from packaging.version import InvalidVersion, Version
 
 from provtel.instrumentation.torch import checkpoint, frameworks, hparams, loader
 from provtel.instrumentation.torch._guard import Guard
-from provtel.instrumentation.torch.config import Config
+from provtel.instrumentation.torch.config import Config, metric_backend_configured
 from provtel.instrumentation.torch.package import _instruments
 from provtel.instrumentation.torch.tracker import Tracker, perf
 from provtel.instrumentation.torch.version import __version__
@@ -139,9 +144,18 @@ class TorchInstrumentor(BaseInstrumentor):
         self._config = Config.from_env(
             **{
                 k: kwargs.get(k)
-                for k in ("block_steps", "block_seconds", "checkpoint_digest", "cuda_events")
+                for k in (
+                    "block_steps",
+                    "block_seconds",
+                    "checkpoint_digest",
+                    "cuda_events",
+                    "live_metrics",
+                )
             }
         )
+        if self._config.live_metrics is None:  # a live backend, or only the PROV document?
+            live = kwargs.get("meter_provider") is not None or metric_backend_configured()
+            self._config = dataclasses.replace(self._config, live_metrics=live)
         self._tracer = trace.get_tracer(
             __name__, __version__, tracer_provider=kwargs.get("tracer_provider")
         )

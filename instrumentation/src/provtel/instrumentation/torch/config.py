@@ -12,6 +12,7 @@ from provtel.instrumentation.torch.environment_variables import (
     OTEL_PYTHON_PROVTEL_TORCH_BLOCK_STEPS,
     OTEL_PYTHON_PROVTEL_TORCH_CHECKPOINT_DIGEST,
     OTEL_PYTHON_PROVTEL_TORCH_CUDA_EVENTS,
+    OTEL_PYTHON_PROVTEL_TORCH_LIVE_METRICS,
 )
 
 logger = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ class Config:
     block_seconds: float = 1.0
     checkpoint_digest: bool = True
     cuda_events: bool = True
+    live_metrics: bool | None = None  # None: when a live metric backend is configured
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Config:
@@ -44,6 +46,7 @@ class Config:
                 OTEL_PYTHON_PROVTEL_TORCH_CHECKPOINT_DIGEST, default.checkpoint_digest
             ),
             "cuda_events": _flag(OTEL_PYTHON_PROVTEL_TORCH_CUDA_EVENTS, default.cuda_events),
+            "live_metrics": _flag(OTEL_PYTHON_PROVTEL_TORCH_LIVE_METRICS, None),
         }
         values.update({k: v for k, v in overrides.items() if k in values and v is not None})
         return cls(**values)
@@ -63,7 +66,7 @@ def _positive(name: str, default: Any, kind: type) -> Any:
     return default
 
 
-def _flag(name: str, default: bool) -> bool:
+def _flag(name: str, default: Any) -> Any:
     raw = os.environ.get(name, "").strip().lower()
     if not raw:
         return default
@@ -73,3 +76,13 @@ def _flag(name: str, default: bool) -> bool:
         return False
     logger.warning("provtel: %s=%r is not true/false; using %s", name, raw, default)
     return default
+
+
+def metric_backend_configured() -> bool:
+    """Whether the SDK sends metrics somewhere live: ``OTEL_METRICS_EXPORTER`` names an exporter
+    other than ``prov`` (the PROV document, which has every step in its series) and ``none``.
+    Unset, the SDK's default is OTLP."""
+    raw = os.environ.get("OTEL_METRICS_EXPORTER")
+    if raw is None:
+        return True
+    return bool({n.strip().lower() for n in raw.split(",")} - {"", "prov", "none"})

@@ -37,3 +37,15 @@ OTEL_PYTHON_PROVTEL_TORCH_CUDA_EVENTS = "OTEL_PYTHON_PROVTEL_TORCH_CUDA_EVENTS"
 ``true`` (default) or ``false``: on CUDA, time backward and optimizer steps with CUDA events
 (read once per block, no synchronisation per step) instead of host wall time.
 """
+
+OTEL_PYTHON_PROVTEL_TORCH_LIVE_METRICS = "OTEL_PYTHON_PROVTEL_TORCH_LIVE_METRICS"
+"""
+.. envvar:: OTEL_PYTHON_PROVTEL_TORCH_LIVE_METRICS
+
+``true``, ``false`` or unset (default): record the live training metrics (``ml.step.duration``,
+``ml.steps``, ``ml.samples``, ``ml.loss``, ``ml.throughput``), once per step block. Unset, they
+are recorded when a metric backend other than the PROV document is configured
+(``OTEL_METRICS_EXPORTER`` names something other than ``prov`` and ``none``, or a
+``meter_provider`` is passed to ``instrument()``): the PROV document has every step's values in
+its step series already.
+"""

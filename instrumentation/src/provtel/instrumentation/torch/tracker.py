@@ -157,6 +157,7 @@ class Tracker:
         self.step_lock = threading.Lock()  # block hand-over: training thread vs idle flush
         self._flusher_stop: threading.Event | None = None
         self._flusher: threading.Thread | None = None
+        self._idle_wake = threading.Event()  # a block opened: the idle flusher has work
         self.in_backward = False
         # Background work: checkpoint digests and live metrics of each block.
         self.digests = ThreadPoolExecutor(max_workers=1, thread_name_prefix="provtel-background")
@@ -240,6 +241,7 @@ class Tracker:
             return
         if self._flusher_stop is not None:
             self._flusher_stop.set()
+            self._idle_wake.set()
             if self._flusher is not None and self._flusher is not threading.current_thread():
                 self._flusher.join(timeout=1.0)  # a hand-over in progress completes first
         self.end_run()
@@ -780,6 +782,7 @@ class Tracker:
             self.block_end_index = rec.next_index + self.config.block_steps
             self.block_deadline = now + int(self.config.block_seconds * 1e9)
             self.block_handle = activity.begin(act.STEP_BLOCK)
+            self._idle_wake.set()  # once per block: the idle flusher watches it
         rec.begin(now)  # creates the block
         self.step_pass = p
         self.step_from_loader = from_loader
@@ -943,18 +946,35 @@ class Tracker:
         return True
 
     def _start_idle_flusher(self) -> None:
+        """The thread that hands over idle blocks. It polls nothing while steps arrive: it
+        sleeps until the open block's idle deadline (the last step end + ``idle_ns``), looks
+        again (a step that ended meanwhile moves the deadline), and with no open block waits
+        for one to open (:meth:`begin_step` wakes it once per block)."""
         idle_ns = int(min(0.5, self.config.block_seconds) * 1e9)
         stop = self._flusher_stop = threading.Event()
+        wake = self._idle_wake
 
         def loop() -> None:
-            while not stop.wait(0.1):
+            while not stop.is_set():
                 if not self.active():
                     return
+                wake.clear()
+                rec = self.recorder
+                if rec.block is None:
+                    wake.wait()
+                    continue
+                last = max(self.last_boundary, rec.tail_start) or self.block_started
+                delay = last + idle_ns - perf()
+                if delay > 0:
+                    stop.wait(delay * 1e-9)
+                    continue
                 try:
-                    self.flush_idle(idle_ns)
+                    flushed = self.flush_idle(idle_ns)
                 except Exception:
                     logger.exception("provtel: handing over an idle step block failed; stopped")
                     return
+                if not flushed:  # nothing to hand over yet (a step still open, no row)
+                    stop.wait(idle_ns * 1e-9)
 
         self._flusher = threading.Thread(target=loop, name="provtel-idle-blocks", daemon=True)
         self._flusher.start()
@@ -1016,32 +1036,30 @@ class Tracker:
             attributes=attributes,
         )
         span.end(end_time=end)
-        # A histogram point per step costs ~5 µs: recorded on the background thread, off the
-        # training thread (end_run waits for it).
-        if len(self.pending_digests) > 64:
-            self.pending_digests[:] = [f for f in self.pending_digests if not f.done()]
-        try:
-            self.pending_digests.append(
-                self.digests.submit(self._record_metrics, context, block, losses, end - start)
-            )
-        except RuntimeError:  # the worker has shut down (exit): record here
+        if self.config.live_metrics:
             self._record_metrics(context, block, losses, end - start)
 
     def _record_metrics(
         self, context: str, block: Block, losses: list[float], span_ns: int
     ) -> None:
+        """The block's live metrics: a handful of SDK calls per block (one costs ~5-9 µs), never
+        one per step (the step series of the PROV document has every step)."""
         labels = {sc.ML_CONTEXT: context}
-        for d in block.duration_ns:
-            self.step_duration.record(d * 1e-9, labels)
-        self.steps.add(len(block), labels)
+        steps = len(block)
+        durations = block.duration_ns
+        if steps:
+            # one point per block: the mean step time of the block (per-step values: PROV)
+            self.step_duration.record(sum(durations) * 1e-9 / steps, labels)
+        self.steps.add(steps, labels)
         samples = sum(b for b in block.batch_size if b > 0)
         if samples:
             self.samples.add(samples, labels)
             if span_ns > 0:
                 self.throughput.set(samples / (span_ns * 1e-9), labels)
-        finite = [v for v in losses if v == v]
-        if finite:
-            self.loss_gauge.set(finite[-1], labels)
+        for v in reversed(losses):
+            if v == v:
+                self.loss_gauge.set(v, labels)
+                break
 
     def _apply_cuda_times(self, block: Block) -> None:
         times = self.cuda_timer.read_ns([(k, s, e) for _i, k, s, e in block.cuda_intervals])
