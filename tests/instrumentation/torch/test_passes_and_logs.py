@@ -198,12 +198,13 @@ def test_logged_values_land_on_the_open_activity(spans: Any) -> None:
     assert ("accuracy", 0.75, -1, "validation") in rows and ("f1", 1.0, -1, "validation") in rows
     assert ("framework_value", 2.5, 7, "test") in rows
     assert not any(r[0] == "not a number" for r in rows)
-    # the first value came before any step had ended: it joined the epoch, the next a block
+    # logged while a step was open (the first one too, before any step of the block had
+    # ended): each joined its step's block, in step order; the epoch holds none of them
     (epoch,) = [_attrs(s) for s in found if s.name == "ml.epoch"]
-    assert list(epoch["ml.log.name"]) == ["grad_scale"]
-    assert any(
-        "grad_scale" in _attrs(s).get("ml.log.name", ()) for s in found if s.name == "ml.step_block"
-    )
+    assert "ml.log.name" not in epoch
+    (block,) = [_attrs(s) for s in found if s.name == "ml.step_block"]
+    assert list(block["ml.log.name"]) == ["grad_scale", "grad_scale"]
+    assert list(block["ml.log.step"]) == [0, 1]
 
 
 @dataclasses.dataclass

@@ -81,7 +81,9 @@ def start_file_span(
     if run is None:
         return None
     p = tracker.current_pass() or tracker.model_pass
-    ctx = trace.set_span_in_context(p.span) if p is not None and not p.ended else run
+    # a pass whose loader is exhausted has ended as far as a file written after it is concerned
+    inside = p is not None and not p.ended and not p.exhausted
+    ctx = trace.set_span_in_context(p.span) if p is not None and inside else run
     attributes: dict[str, Any] = {
         sc.ML_ACTIVITY: act.CHECKPOINT,
         sc.ML_CHECKPOINT_OPERATION: operation,

@@ -70,7 +70,7 @@ class LoaderIterator:
         p = self._pass
         if p is not None and not p.ended and self._tracker.active():
             try:
-                self._tracker.end_pass(p, perf())
+                self._tracker.loader_dropped(p)
             except Exception:
                 guard.fail()
 

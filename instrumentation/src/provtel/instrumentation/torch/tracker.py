@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import signal
 import subprocess
@@ -34,7 +33,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from provtel.instrumentation import activity
 from provtel.instrumentation.torch import logs
 from provtel.instrumentation.torch.config import Config
-from provtel.instrumentation.torch.hparams import finite_or_nan, loader_attributes
+from provtel.instrumentation.torch.hparams import finite_or_nan
+from provtel.instrumentation.torch.passes import EVAL_LOSS_ROW, Pass, Passes
 from provtel.instrumentation.torch.steps import Block, StepRecorder, seconds
 from provtel.semconv import activities as act
 from provtel.semconv import attributes as sc
@@ -45,57 +45,6 @@ from provtel.semconv.workers import pool_worker
 
 logger = logging.getLogger("provtel.instrumentation.torch")
 perf = time.perf_counter_ns
-
-
-class Pass:
-    """One pass over a DataLoader: an epoch when it trains, an evaluation pass otherwise."""
-
-    __slots__ = (
-        "attributes",
-        "batches",
-        "context",
-        "dataset",
-        "end_ns",
-        "ended",
-        "epoch",
-        "eval_losses",
-        "eval_weights",
-        "forced",
-        "handle",
-        "logs",
-        "pending",
-        "source",
-        "span",
-        "training",
-    )
-
-    def __init__(
-        self,
-        span: Span,
-        attributes: dict[str, Any],
-        handle: activity.Handle,
-        dataset: Any,
-        source: str = "dataloader",
-        forced: str | None = None,
-    ) -> None:
-        self.span = span
-        self.attributes = attributes
-        self.handle = handle
-        self.dataset = dataset  # identity of the data, to tell validation from test
-        self.source = source  # dataloader | model | framework
-        self.forced = forced  # a context the user or a framework named (provtel.context)
-        self.training = False
-        self.context: str | None = None  # decided when the pass ends (training) or later
-        self.epoch: int | None = None
-        self.batches = 0
-        self.ended = False
-        self.end_ns = 0
-        self.pending: list[tuple[dict[str, Any], Block, list[float]]] = []
-        self.logs: list[logs.Row] = []
-        # losses computed without gradients in the pass (kept as tensors on devices) and
-        # their batch sizes: the evaluation summary, read once when the pass ends
-        self.eval_losses: list[Any] = []
-        self.eval_weights: list[int] = []
 
 
 class Tracker:
@@ -119,10 +68,8 @@ class Tracker:
         self.run_name: str | None = None
         self.pending_digests: list[futures.Future[None]] = []
         # passes and steps
-        self._passes: list[Pass] = []
-        self._undecided: list[Pass] = []  # evaluation passes: validation or test?
-        self._validation_datasets: set[int] = set()
-        self._dataset_names: dict[int, str] = {}
+        # the pass lifecycle (passes.py); its clock is this module's perf (fake in tests)
+        self.passes = Passes(self, lambda: perf())
         self.step_pass: Pass | None = None  # pass of the open step
         self.step_from_loader = False
         self.block_pass: Pass | None = None  # pass of the open block
@@ -130,9 +77,6 @@ class Tracker:
         self.block_end_index = 0  # the block is full when the step index reaches this
         self.block_deadline = 0  # perf ns when the block is old enough to be sent
         self.block_handle: activity.Handle = []
-        self.training_passes = 0
-        self.trained = False  # a backward or optimizer step happened (in a pass or not)
-        self.eval_passes = 0
         self.last_boundary = 0
         self.optimizer_seen = False
         self.optimizer_pre = 0
@@ -147,13 +91,8 @@ class Tracker:
         self.signal: int | None = None
         # values logged outside any pass and block; passes from the model's own state
         self.run_logs: list[logs.Row] = []
-        self.model_pass: Pass | None = None  # a pass delimited by train/eval and grad mode
-        self.eval_mode_ns = 0  # perf ns of the latest model.eval() (0: in train mode)
         self.last_data: Any = None  # (identity, name) of the latest batch source seen
         self.data_names: dict[Any, str] = {}  # data identity -> the script's name for it
-        self.framework_context: str | None = None  # begin_evaluation(context)
-        self.framework_dataset: Any = None
-        self.sanity = False  # a framework's sanity check: recorded nowhere
         self.step_lock = threading.Lock()  # block hand-over: training thread vs idle flush
         self._flusher_stop: threading.Event | None = None
         self._flusher: threading.Thread | None = None
@@ -264,12 +203,9 @@ class Tracker:
         now = perf()
         self.end_step(now)
         self.flush_block()
-        for p in list(self._open_passes):
-            self.end_pass(p, now)
-        self._decide(None)
+        self.passes.end_all(now)
         futures.wait(self.pending_digests)
         self.pending_digests.clear()
-        self.model_pass = None
         git = getattr(self, "_git_thread", None)
         if git is not None:  # a short run must not end before its git commit is known
             git.join(timeout=2.0)
@@ -307,112 +243,56 @@ class Tracker:
         self.run_context = None
         self.run_name = None
         self.recorder = StepRecorder()
-        self.training_passes = self.eval_passes = 0
-        self.trained = False
+        self.passes.reset()
         self.last_boundary = 0
         self.primary_optimizer = None
         self.optimizer_seen = False
-        self._validation_datasets.clear()
-        self.eval_mode_ns = 0
         self.last_data = None
         self.started_ns = time.time_ns()
 
-    # -- passes ----------------------------------------------------------------------------
+    # -- passes: the lifecycle is passes.Passes; these are its events from the hooks --------
     @property
-    def _open_passes(self) -> list[Pass]:
-        return [p for p in self._passes if not p.ended]
+    def model_pass(self) -> Pass | None:
+        """The open pass from the model's own state, if any."""
+        return self.passes.model_pass
+
+    @property
+    def training_passes(self) -> int:
+        """Training epochs so far in this run."""
+        return self.passes.training_passes
 
     def start_pass(self, loader: Any) -> Pass | None:
         """A DataLoader pass begins (None in a framework's sanity check or outside a run)."""
-        if self.sanity:
-            return None
-        ctx = self.ensure_run()
-        if ctx is None:
-            return None
-        now = perf()
-        if self.model_pass is not None:
-            self.end_pass(self.model_pass, self.last_boundary or now)
-            self.model_pass = None
-        attributes = loader_attributes(loader)
-        dataset = getattr(loader, "dataset", loader)
-        if self.framework_dataset is not None:
-            dataset = self.framework_dataset
-        attributes[sc.ML_DATASET_NAME] = self._dataset_name(
-            id(dataset), str(attributes.get(sc.ML_DATASET_NAME, "dataset"))
-        )
-        return self._open_pass(ctx, attributes, id(dataset), "dataloader", None)
+        return self.passes.loader_pass(loader)
 
-    def _dataset_name(self, identity: Any, base: str) -> str:
-        name = self._dataset_names.get(identity)
-        if name is None:
-            n = sum(1 for v in self._dataset_names.values() if v.split("#")[0] == base) + 1
-            name = self._dataset_names[identity] = base if n == 1 else f"{base}#{n}"
-        return name
-
-    def _open_pass(
-        self,
-        ctx: Context,
-        attributes: dict[str, Any],
-        dataset: Any,
-        source: str,
-        start: int | None,
-    ) -> Pass:
-        self._passes = [p for p in self._passes if not p.ended]
-        attributes[sc.ML_PASS_SOURCE] = source
-        forced = logs.USER_CONTEXT.get() or self.framework_context
-        span = self.tracer.start_span(
-            spans.EVALUATION,
-            context=ctx,
-            attributes=attributes,
-            start_time=self.recorder.unix_ns(start) if start else None,
-        )
-        p = Pass(span, attributes, activity.begin(act.EVALUATION), dataset, source, forced)
-        self._passes.append(p)
-        return p
-
-    # -- passes from the model's own state (hand-batched scripts) ---------------------------
     def on_mode(self, training: bool) -> None:
         """The outermost ``Module.train(mode)`` / ``.eval()`` call of the script."""
-        now = perf()
-        if not training:
-            self.eval_mode_ns = now
-            return
-        self.eval_mode_ns = 0
-        p = self.model_pass
-        if p is not None and not p.training and not p.ended:
-            self.end_pass(p, now)  # model.train(): the evaluation is over
-            self.model_pass = None
+        self.passes.on_mode(training)
 
     def training_pass(self, now: int) -> Pass | None:
-        """The pass a training step outside any DataLoader pass belongs to: the open model
-        training pass, else a new one (an open evaluation pass ends first)."""
-        p = self.model_pass
-        if p is not None and p.training and not p.ended:
-            return p
-        if self.sanity or self._loader_pass_open():
-            return None
-        ctx = self.ensure_run()
-        if ctx is None:
-            return None
-        if p is not None and not p.ended:
-            self.end_pass(p, self.last_boundary or now)
-        start = self.last_boundary or now
-        p = self.model_pass = self._open_pass(ctx, {}, None, "model", start)
-        self.mark_training(p)
-        return p
+        """The pass a training step outside any DataLoader step belongs to."""
+        return self.passes.training_pass(now)
 
-    def _loader_pass_open(self) -> bool:
-        return any(not p.ended and p.source == "dataloader" for p in self._passes)
+    def mark_training(self, p: Pass | None) -> None:
+        """Backward or an optimizer step happened in pass ``p``: it is a training epoch."""
+        self.passes.mark_training(p)
+
+    def pass_context(self, p: Pass | None) -> str:
+        """The context the values of ``p`` are sent with."""
+        return self.passes.context_of(p)
+
+    def end_pass(self, p: Pass, now: int) -> None:
+        """End pass ``p`` at ``now``."""
+        self.passes.end(p, now)
 
     def eval_loss(self, value: Any, weight: int, identity: Any, name: str | None) -> None:
         """A loss computed without gradients (an evaluation batch).
 
-        In a DataLoader pass it is that batch's loss; outside one it is one batch of an
-        evaluation pass from the model's state, which begins here (ending the training pass
-        or an evaluation over other data) and ends at ``model.train()`` or the next training
-        step.
+        In a DataLoader step it is that batch's loss; outside one it is one batch (one step)
+        of the pass :meth:`Passes.loss_pass` chooses: the draining evaluation pass whose
+        loader prefetched its last batch, else an evaluation pass from the model's state.
         """
-        if self.sanity:
+        if self.passes.sanity:
             return
         now = perf()
         rec = self.recorder
@@ -424,141 +304,65 @@ class Tracker:
                 p.eval_losses.append(value)
                 p.eval_weights.append(weight)
             return
-        if self._loader_pass_open():
+        p = self.passes.loss_pass(identity, name, now)
+        if p is None:
             return
-        p = self.model_pass
-        if p is None or p.ended or p.training or p.dataset != identity:
-            ctx = self.ensure_run()
-            if ctx is None:
-                return
-            if rec.open:
-                self.end_step(now)
-            start = self.last_boundary or now
-            if p is not None and not p.ended:
-                self.end_pass(p, start)
-            if self.eval_mode_ns and self.eval_mode_ns > start:
-                start = self.eval_mode_ns  # the evaluation began at model.eval()
-            attributes = {} if name is None else {sc.ML_DATASET_NAME: name}
-            if name is not None:
-                attributes[sc.ML_DATASET_NAME] = self._dataset_name(identity, name)
-            p = self.model_pass = self._open_pass(ctx, attributes, identity, "model", start)
-            self.last_boundary = start
+        if rec.open and self.step_pass is not p:
+            self.end_step(now)
         if not rec.open:
             self.begin_step(self.last_boundary or now, p, False)
         rec = self.recorder
         rec.loss = value
         rec.batch_size = weight
-        p.batches += 1
+        if p.source == "model":
+            p.batches += 1  # a DataLoader pass counted its batches as they came
         p.eval_losses.append(value)
         p.eval_weights.append(weight)
         self.end_step(now)
 
-    def mark_training(self, p: Pass | None) -> None:
-        """Backward or an optimizer step happened in pass ``p``: it is a training epoch."""
-        if p is None:  # training without a DataLoader
-            self.trained = True
-            if self._undecided:
-                self._decide(act.VALIDATION)  # the evaluation passes before it were validation
-            return
-        if not p.training:
-            self.trained = True
-            p.training = True
-            p.context = act.TRAINING
-            p.epoch = self.training_passes
-            self.training_passes += 1
-            # Evaluation passes between training epochs were validation.
-            self._decide(act.VALIDATION)
+    # -- what the pass lifecycle asks of the steps (passes.Steps) ----------------------------
+    def pass_parent(self) -> Context | None:
+        """The run's context, starting the run."""
+        return self.ensure_run()
 
-    def _decide(self, context: str | None) -> None:
-        """Write the evaluation passes waiting for their context (``None``: by dataset)."""
-        undecided, self._undecided = self._undecided, []
-        for p in undecided:
-            if p.forced:
-                chosen = p.forced
-            elif context is not None:
-                chosen = context
-            else:  # at the end: data validated on before is validation, else a test
-                chosen = act.VALIDATION if p.dataset in self._validation_datasets else act.TEST
-            if chosen == act.VALIDATION:
-                self._validation_datasets.add(p.dataset)
-            self._close_evaluation(p, chosen)
-
-    def _close_evaluation(self, p: Pass, context: str) -> None:
-        p.context = context
-        for attributes, block, losses in p.pending:
-            self._send_block(attributes, block, losses, p)
-        p.pending.clear()
-        p.span.set_attribute(sc.ML_CONTEXT, context)
-        if p.logs:
-            p.span.set_attributes(logs.table(self.torch, p.logs, context))
-            p.logs = []
-        p.span.end(end_time=p.end_ns)
-
-    def _evaluation_summary(self, p: Pass) -> dict[str, Any]:
-        """``ml.eval.*`` of an evaluation pass, and its ``eval_loss`` row: the losses are read
-        here, in one transfer for those on a device."""
-        if not p.eval_losses:
-            return {}
-        values = logs.read_values(self.torch, p.eval_losses)
-        total = 0.0
-        samples = 0
-        for v, n in zip(values, p.eval_weights, strict=True):
-            total += v * n
-            samples += n
-        p.eval_losses = []
-        mean = total / samples if samples else math.nan
-        p.logs.append(
-            ("eval_loss", mean, self.optimizer_steps, None, self.recorder.unix_ns(perf()))
+    def start_pass_span(self, ctx: Any, attributes: dict[str, Any], start: int | None) -> Span:
+        """A pass span (an evaluation until it trains), child of ``ctx``."""
+        return self.tracer.start_span(
+            spans.EVALUATION,
+            context=ctx,
+            attributes=attributes,
+            start_time=self.recorder.unix_ns(start) if start else None,
         )
-        return {
-            sc.ML_EVAL_LOSS: mean,
-            sc.ML_EVAL_BATCHES: len(values),
-            sc.ML_EVAL_SAMPLES: samples,
-        }
 
-    def pass_context(self, p: Pass | None) -> str:
-        if p is None:
-            return act.TRAINING
-        return p.context or (act.TRAINING if p.training else act.VALIDATION)
-
-    def end_pass(self, p: Pass, now: int) -> None:
-        if p.ended:
-            return
+    def close_steps(self, p: Pass, now: int) -> None:
+        """End the open step and hand over the open block when they belong to ``p``."""
         if self.step_pass is p:
             self.end_step(now)
         if self.block_pass is p:
             self.flush_block()
-        p.ended = True
-        if self.model_pass is p:
-            self.model_pass = None
-        p.end_ns = self.recorder.unix_ns(now)
-        attributes: dict[str, Any] = {sc.ML_PASS_BATCHES: p.batches}
-        if p.training:
-            p.span.update_name(spans.EPOCH)
-            attributes[sc.ML_ACTIVITY] = act.EPOCH
-            attributes[sc.ML_CONTEXT] = act.TRAINING
-            attributes[sc.ML_EPOCH] = p.epoch
-            attributes[sc.ML_PASS_INDEX] = p.epoch
-            attributes.update(activity.finish(act.EPOCH, p.handle))
-            if p.logs:
-                attributes.update(logs.table(self.torch, p.logs, act.TRAINING))
-                p.logs = []
-            p.eval_losses = []
-            p.span.set_attributes(attributes)
-            p.span.end(end_time=p.end_ns)
-            return
-        attributes[sc.ML_ACTIVITY] = act.EVALUATION
-        attributes[sc.ML_PASS_INDEX] = self.eval_passes
-        self.eval_passes += 1
-        if self.training_passes:
-            attributes[sc.ML_EPOCH] = self.training_passes - 1
-        attributes.update(activity.finish(act.EVALUATION, p.handle))
-        attributes.update(self._evaluation_summary(p))
-        p.span.set_attributes(attributes)
-        self._undecided.append(p)
-        if p.forced:
-            self._decide(None)  # the user or a framework named its context
-        # else validation if training follows, else decided at the end by its data
+
+    def end_open_step(self, now: int) -> None:
+        """End the open step, whatever its pass."""
+        if self.recorder.open:
+            self.end_step(now)
+
+    def send_block(
+        self, attributes: dict[str, Any], block: Block, losses: list[float], p: Pass
+    ) -> None:
+        """Send a block that waited for its evaluation pass's context."""
+        self._send_block(attributes, block, losses, p)
+
+    def table(self, rows: list[logs.Row], context: str) -> dict[str, Any]:
+        """The ``ml.log.*`` attributes of ``rows``."""
+        return logs.table(self.torch, rows, context)
+
+    def read(self, values: list[Any]) -> list[float]:
+        """Floats for kept values (device tensors in one transfer)."""
+        return logs.read_values(self.torch, values)
+
+    def unix_ns(self, perf_ns: int) -> int:
+        """Unix ns of a perf ns reading (this run's recorder)."""
+        return self.recorder.unix_ns(perf_ns)
 
     # -- step events from the hooks (which only time them and hand them over) --------------
     def backward_begin(self, tensors: Any, t0: int) -> Any:
@@ -721,17 +525,23 @@ class Tracker:
 
     def loader_stopped(self, p: Pass | None, t0: int, exhausted: bool) -> None:
         """No batch came (asked for at ``t0``): the open step ended there; an exhausted
-        iterator ends the pass."""
+        loader's pass drains (:class:`Passes`)."""
         if p is not None and self.step_pass is p:
             self.end_step(t0)
-        if exhausted and p is not None and not p.ended:
-            self.end_pass(p, perf())
+        self.passes.loader_stopped(p, t0, exhausted)
+
+    def loader_dropped(self, p: Pass) -> None:
+        """The iterator of pass ``p`` was dropped: the pass ends (unless a framework's
+        evaluation that opened it still runs)."""
+        self.passes.loader_dropped(p, perf())
 
     # -- values, configuration and evaluations from user code and frameworks ----------------
     def log(self, name: str, value: Any, step: int | None, context: str | None) -> bool:
-        """A value logged by user code or a framework: kept with the open step block, else the
-        open pass, else the run (False: not recorded, e.g. not a number or no run)."""
-        if self.sanity or not self.active():
+        """A value logged by user code or a framework: kept with the open step's block (or the
+        block of the latest steps of a pass that still hands out batches), else the open pass
+        (a draining one included), else the run (False: not recorded, e.g. not a number or no
+        run). A row named like the evaluation summary's replaces that summary row."""
+        if self.passes.sanity or not self.active():
             return False
         kept = logs.loggable(value)
         if kept is None or self.ensure_run() is None:
@@ -743,33 +553,34 @@ class Tracker:
             context or logs.USER_CONTEXT.get(),
             time.time_ns(),
         )
-        block = self.recorder.block
-        p = self.current_pass() or self.model_pass
-        if block is not None and block.rows:
+        rec = self.recorder
+        block = rec.block
+        owner = self.block_pass
+        if block is not None and (rec.open or (block.rows and not (owner and owner.exhausted))):
             block.logs.append(row)
-        elif p is not None and not p.ended:
-            p.logs.append(row)
         else:
-            self.run_logs.append(row)
+            owner = self.current_pass() or self.passes.model_pass or self.passes.draining()
+            if owner is not None and not owner.ended:
+                owner.logs.append(row)
+            else:
+                owner = None
+                self.run_logs.append(row)
+        if owner is not None and row[0] == EVAL_LOSS_ROW:
+            owner.own_eval_loss = True
         return True
 
     def begin_evaluation(self, context: str | None = None, dataset: Any = None) -> None:
         """A framework evaluates (``context``: ``validation``/``test`` when it knows; None:
-        decided like any other evaluation). Passes it opens inherit both."""
-        self.framework_context = context
-        self.framework_dataset = dataset
+        decided like any other evaluation). Passes it opens inherit both and end with it."""
+        self.passes.begin_evaluation(context, dataset)
 
     def end_evaluation(self) -> None:
-        """The framework's evaluation is over: an evaluation pass from the model's state ends."""
-        self.framework_context = None
-        self.framework_dataset = None
-        p = self.model_pass
-        if p is not None and not p.training and not p.ended:
-            self.end_pass(p, perf())
+        """The framework's evaluation is over: the passes it opened end."""
+        self.passes.end_evaluation()
 
     def sanity_check(self, on: bool) -> None:
         """A framework's sanity check (Lightning's validation before training): not recorded."""
-        self.sanity = bool(on)
+        self.passes.sanity = bool(on)
 
     # -- steps -----------------------------------------------------------------------------
     def begin_step(self, now: int, p: Pass | None, from_loader: bool) -> None:
