@@ -75,9 +75,10 @@ def make_dirs(path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
 
 
-def open_private(path: Path, flags: int) -> int:
-    """``os.open`` a file, creating it with the configured mode; returns the descriptor."""
-    mode = file_mode()
+def open_private(path: Path, flags: int, mode: int | None = None) -> int:
+    """``os.open`` a file, creating it with ``mode`` (default: the configured mode, looked up
+    each call); returns the descriptor."""
+    mode = file_mode() if mode is None else mode
     fd = os.open(path, flags | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), mode)
     if flags & os.O_TRUNC or os.fstat(fd).st_size == 0:
         with contextlib.suppress(OSError):  # a file we do not own: keep what it has
@@ -144,10 +145,10 @@ class _Fd:
 class AppendFile:
     """A file that grows by whole lines only (see the module docstring)."""
 
-    def __init__(self, path: Path, raw: RawFile | None = None) -> None:
+    def __init__(self, path: Path, raw: RawFile | None = None, mode: int | None = None) -> None:
         self.path = path
         self._raw: RawFile = (
-            raw if raw is not None else _Fd(open_private(path, os.O_WRONLY | os.O_APPEND))
+            raw if raw is not None else _Fd(open_private(path, os.O_WRONLY | os.O_APPEND, mode))
         )
         self.size = os.fstat(self._raw.fileno()).st_size
         self._dirty = False  # a failed write may have left bytes past ``size``
@@ -187,6 +188,46 @@ class AppendFile:
                 self._raw.truncate(self.size)
         finally:
             self._raw.close()
+
+
+class OpenFiles:
+    """The append-only files of a run kept open, at most ``limit`` of them (the least recently
+    used is closed first), so that a series append is one ``write``: no ``open``, ``fstat``,
+    ``close`` or mode lookup per append. The file mode is resolved once, when created.
+    ``limit`` 0 opens and closes each time. Not thread-safe (the run store serialises)."""
+
+    def __init__(self, limit: int = 64, mode: int | None = None) -> None:
+        self.limit = limit
+        self.mode = file_mode() if mode is None else mode
+        self._open: dict[Path, AppendFile] = {}
+
+    def append(self, path: Path, data: bytes, header: bytes = b"") -> None:
+        """Append whole lines (or records) line-atomically; ``header`` is written first when the
+        file is new or empty."""
+        out = self._open.pop(path, None)
+        if out is None:
+            out = AppendFile(path, mode=self.mode)
+        try:
+            out.append(header + data if header and out.size == 0 else data)
+        finally:
+            if self.limit <= 0:
+                out.close()
+            else:
+                self._open[path] = out  # most recently used last
+                while len(self._open) > self.limit:
+                    self._open.pop(next(iter(self._open))).close()
+
+    def close(self) -> None:
+        """Close every open file. Idempotent; the files reopen on the next append."""
+        errors = []
+        while self._open:
+            _, out = self._open.popitem()
+            try:
+                out.close()
+            except OSError as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
 
 def append_lines(path: Path, data: bytes, header: bytes = b"") -> None:

@@ -18,16 +18,17 @@ from __future__ import annotations
 import logging
 import posixpath
 import time
-from collections.abc import Iterable
+from array import array
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from provtel.exporter.prov.series import Series
+from provtel.exporter.prov.series import MISSING_START, Series, StepRows
 from provtel.exporter.prov.values import UniqueNames, iso_time, literal, local_name
 from provtel.exporter.prov.writer import ProvJsonWriter
 from provtel.semconv import activities as act
 from provtel.semconv import attributes as sc
-from provtel.semconv import redaction
+from provtel.semconv import columns, redaction
 
 logger = logging.getLogger(__name__)
 
@@ -125,18 +126,27 @@ def _otel_attrs(attributes: dict[str, Any], taken: Iterable[str] = ()) -> dict[s
 
 @dataclass(frozen=True, slots=True)
 class StepSeries:
-    """One series taken off one step-block span: its values and their CSV lines.
-
-    The lines follow :data:`~provtel.exporter.prov.series.STEP_COLUMNS`
-    (``step, epoch, value, timestep (ms), time_unix_nano``); the cells around the value are
-    formatted once per block and shared by all its series.
-    """
+    """One series taken off one step-block span: its label, context, unit and rows
+    (:class:`~provtel.exporter.prov.series.StepRows`, in
+    :data:`~provtel.exporter.prov.series.STEP_COLUMNS`: ``step, epoch, value, timestep (ms),
+    time_unix_nano``). A block's series share its start times."""
 
     label: str
     context: str
     unit: str
-    values: list[Any]
-    lines: list[str]
+    rows: StepRows
+
+    @property
+    def values(self) -> Sequence[Any]:
+        """The value column."""
+        return self.rows.values
+
+    @property
+    def lines(self) -> list[str]:
+        """The CSV rows, without their newlines."""
+        if self.rows.lines is not None:
+            return self.rows.lines
+        return self.rows.text().split("\n")[:-1]
 
 
 def context_of(attributes: dict[str, Any], default: str = "run") -> str:
@@ -176,52 +186,119 @@ def log_series(record: dict[str, Any]) -> list[StepSeries]:
         vals.append(value)
         lines.append(f"{step_cell},{epoch_cell},{_number_cell(value)}{tail}")
     return [
-        StepSeries(name, context, "", vals, lines)
+        StepSeries(name, context, "", StepRows(values=vals, lines=lines))
         for (name, context), (vals, lines) in groups.items()
     ]
 
 
 def step_series(record: dict[str, Any]) -> list[StepSeries]:
     """Remove the per-step arrays (and the logged values, :func:`log_series`) from a span
-    record and return them as series lines."""
+    record and return them as series rows.
+
+    An array ``ml.step.X`` arrives packed (``ml.step.X.packed``, :mod:`provtel.semconv.columns`:
+    decoded straight into an ``array``, no per-element work) or, from older clients, as a plain
+    array; when both are there the packed one is used. A packed column that does not decode
+    (cut short by an attribute length limit) stays an ordinary attribute, with a warning.
+    """
     logged = log_series(record)
     attrs = record["attributes"]
-    names = [
-        k for k, v in attrs.items() if k.startswith(_STEP_PREFIX) and isinstance(v, (list, tuple))
-    ]
-    if not names:
+    arrays: dict[str, Any] = {}
+    for key, value in attrs.items():
+        if not key.startswith(_STEP_PREFIX):
+            continue
+        if isinstance(value, str):
+            name = columns.array_name(key)
+            if name is not None and name.startswith(_STEP_PREFIX):
+                arrays[name] = key
+        elif isinstance(value, (list, tuple)) and key not in arrays:
+            arrays[key] = key
+    if not arrays:
+        return logged
+    taken: dict[str, Any] = {}
+    for name, key in arrays.items():
+        if key == name:
+            taken[name] = attrs.pop(key)
+            continue
+        try:
+            taken[name] = columns.decode_array(attrs[key])
+        except ValueError as exc:
+            _warn_once(key, exc)
+            if isinstance(attrs.get(name), (list, tuple)):
+                taken[name] = attrs.pop(name)  # the plain twin, if a sender sent both
+            continue
+        del attrs[key]
+        attrs.pop(name, None)  # the plain twin, if a sender sent both
+    if not taken:
         return logged
     from provtel.semconv import ATTRIBUTES
 
     first = attrs.get(sc.ML_STEP_FIRST, 0)
-    first = first if isinstance(first, int) else 0
+    first = int(first) if isinstance(first, int) and -(2**63) <= first < 2**62 else 0
     epoch = attrs.get(sc.ML_EPOCH)
     epoch_cell = "" if epoch is None else str(epoch)
-    starts = attrs.pop(sc.ML_STEP_START, None)
-    starts = starts if isinstance(starts, (list, tuple)) else []
+    starts = _starts(taken.pop(sc.ML_STEP_START, None))
     context = context_of(attrs, "training")
-    arrays = {name: attrs.pop(name) for name in names if name != sc.ML_STEP_START}
-    n = max((len(v) for v in arrays.values()), default=0)
-    # Formatted once per block: every series of the block shares these cells.
-    heads = [f"{first + i},{epoch_cell}," for i in range(n)]
-    tails = [
-        f",{starts[i] // 1_000_000},{starts[i]}"
-        if i < len(starts) and isinstance(starts[i], int)
-        else ",,"
-        for i in range(n)
-    ]
     out = []
-    for name, values in arrays.items():
-        values = list(values)
-        cells = (
-            ["" if v is None else str(v) for v in values] if None in values else map(str, values)
-        )
-        lines = list(map(str.__add__, map(str.__add__, heads, cells), tails))
+    for name, values in taken.items():
         spec = ATTRIBUTES.get(name)
-        out.append(
-            StepSeries(name[len(_STEP_PREFIX) :], context, spec.unit if spec else "", values, lines)
-        )
+        rows = _step_rows(values, first, epoch_cell, starts)
+        out.append(StepSeries(name[len(_STEP_PREFIX) :], context, spec.unit if spec else "", rows))
     return out + logged
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, exc: Exception) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        logger.warning(
+            "provtel: %s is not a whole packed column (%s; an attribute value length limit?): "
+            "kept as an attribute, no series",
+            key,
+            exc,
+        )
+
+
+def _starts(values: Any) -> array:
+    """The block's start times as int64 (:data:`MISSING_START` where one is not an int)."""
+    if isinstance(values, array):
+        if values.typecode == "q":
+            return values
+        return array("q", [MISSING_START]) * len(values)  # floats are not times
+    if not isinstance(values, (list, tuple)):
+        return array("q")
+    try:
+        if all(type(v) is int for v in values):
+            return array("q", values)
+    except OverflowError:
+        pass
+    return array(
+        "q",
+        [v if type(v) is int and MISSING_START < v < 2**63 else MISSING_START for v in values],
+    )
+
+
+def _step_rows(values: Any, first: int, epoch: str, starts: array) -> StepRows:
+    """A series' rows: columns when the values are all floats or all ints (packed columns
+    always are), else formatted rows as before (None as an empty cell, ``str`` of the rest)."""
+    if isinstance(values, array):
+        return StepRows(values=values, first=first, epoch=epoch, starts=starts)
+    values = list(values)
+    kinds = set(map(type, values))
+    try:
+        if kinds <= {float}:
+            return StepRows(array("d", values), first, epoch, starts)
+        if kinds == {int}:
+            return StepRows(array("q", values), first, epoch, starts)
+    except OverflowError:
+        pass
+    lines = []
+    for i, v in enumerate(values):
+        s = starts[i] if i < len(starts) else MISSING_START
+        tail = f",{s // 1_000_000},{s}" if s != MISSING_START else ",,"
+        lines.append(f"{first + i},{epoch},{_number_cell(v)}{tail}")
+    return StepRows(values=values, lines=lines)
 
 
 # -- finalisation: records -> PROV ------------------------------------------------------------

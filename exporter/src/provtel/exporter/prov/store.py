@@ -25,11 +25,25 @@ from pathlib import Path
 from typing import Any
 
 from provtel.exporter.prov import journal
-from provtel.exporter.prov.files import RawFile, cut_torn_tail, file_mode, make_dir, make_dirs
+from provtel.exporter.prov.files import (
+    OpenFiles,
+    RawFile,
+    cut_torn_tail,
+    file_mode,
+    make_dir,
+    make_dirs,
+)
 from provtel.exporter.prov.formats import write_formats
 from provtel.exporter.prov.journal import JOURNAL, JournalError, JournalWriter, encode
 from provtel.exporter.prov.mapping import DocumentBuilder, context_of, prefixes, step_series
-from provtel.exporter.prov.series import HISTOGRAM_COLUMNS, POINT_COLUMNS, STEP_COLUMNS, Series
+from provtel.exporter.prov.series import (
+    HISTOGRAM_COLUMNS,
+    POINT_COLUMNS,
+    STEP_COLUMNS,
+    Series,
+    StepRows,
+    repair_spool,
+)
 from provtel.exporter.prov.values import UniqueNames, local_name
 from provtel.exporter.prov.writer import SPOOL_PREFIX, ProvJsonWriter
 
@@ -53,6 +67,8 @@ __all__ = [
 
 DOCUMENT = "prov.json"
 METRICS_DIR = "metrics"
+#: Series files a run keeps open at once (the least recently appended is closed first).
+_OPEN_SERIES_FILES = 64
 
 
 def create_run_dir(root: Path, name: str) -> Path:
@@ -125,9 +141,13 @@ class RunStore:
         # the last dict hashed, by identity, during one call (holding it, so the identity
         # cannot be reused; dropped after the call, so a large resource is not kept).
         self._last_resource: tuple[dict[str, Any], str] | None = None
+        # Metric series by (name, resource, attributes): no digest per point once known.
+        self._metric_keys: dict[tuple[Any, ...], str] = {}
         #: Bytes the series registry holds in memory, about (identities, labels, attributes).
         self.held_bytes = 0
         make_dir(run_dir / METRICS_DIR, exist_ok=True)
+        # Series files stay open between appends (a few dozen at most); the mode is read once.
+        self._files = OpenFiles(limit=_OPEN_SERIES_FILES, mode=file_mode())
         self._journal = JournalWriter(run_dir / JOURNAL, journal_file)
 
     @property
@@ -171,7 +191,7 @@ class RunStore:
     def add_spans(self, records: Iterable[dict[str, Any]]) -> None:
         """Journal span records; their step arrays go to series files."""
         lines: list[str] = []
-        rows: list[tuple[Series, list[str], list[Any]]] = []
+        rows: list[tuple[Series, StepRows]] = []
         for rec in records:
             rid = self._resource(rec.pop("resource", None) or {}, lines)
             for part in step_series(rec):
@@ -187,7 +207,7 @@ class RunStore:
                     trace_id=rec["trace_id"],
                     resource=rid,
                 )
-                rows.append((series, part.lines, part.values))
+                rows.append((series, part.rows))
             rec["resource"] = rid
             lines.append(encode(journal.SPAN, rec))
         self._last_resource = None
@@ -195,8 +215,8 @@ class RunStore:
         # either, so the client's retry adds no duplicate rows.
         if lines:
             self._write(lines)
-        for series, part_lines, values in rows:
-            series.append_lines(self.dir, part_lines, values)
+        for series, part_rows in rows:
+            series.append_steps(self.dir, part_rows, self._files)
 
     def add_metric_points(self, points: Iterable[dict[str, Any]]) -> None:
         """Append metric data points to their series files."""
@@ -205,11 +225,21 @@ class RunStore:
         for p in points:
             rid = self._resource(p["resource"], lines)
             attrs = p["attributes"]
-            # A digest, not the attributes themselves: a series' identity costs the same
-            # memory whatever the size of its attributes.
-            identity = journal.dumps([p["name"], rid, sorted(attrs.items())])
-            key = "metric|" + hashlib.sha1(identity.encode("utf-8", "surrogatepass")).hexdigest()
+            try:
+                known: tuple[Any, ...] | None = (p["name"], rid, *sorted(attrs.items()))
+                key = self._metric_keys.get(known)  # type: ignore[arg-type]
+            except TypeError:  # an unhashable attribute value (an array): digest every time
+                known, key = None, None
             histogram = p["type"] in ("histogram", "exponentialhistogram")
+            if key is None:
+                # A digest names the series: its identity in the journal costs the same
+                # whatever the size of its attributes.
+                identity = journal.dumps([p["name"], rid, sorted(attrs.items())])
+                digest = hashlib.sha1(identity.encode("utf-8", "surrogatepass")).hexdigest()
+                key = "metric|" + digest
+                if known is not None:
+                    self._metric_keys[known] = key
+                    self.held_bytes += len(identity) + 100
             if key not in self._series:
                 label = p["name"]
                 extra = [str(v) for k, v in sorted(attrs.items()) if k != "ml.context"]
@@ -244,13 +274,16 @@ class RunStore:
         if lines:
             self._write(lines)
         for series, rows in batches.values():
-            series.append(self.dir, rows)
+            series.append(self.dir, rows, self._files)
 
     # continuing a run in another process (``provtel serve`` after a restart)
     def close(self) -> None:
         """Close the journal *without* finalising: the run stays unfinished on disk and
         :meth:`reopen` continues it. Idempotent."""
-        self._journal.close()
+        try:
+            self._files.close()
+        finally:
+            self._journal.close()
 
     @classmethod
     def reopen(cls, run_dir: Path, formats: Iterable[str] = ("json",)) -> RunStore:
@@ -276,6 +309,9 @@ class RunStore:
             else:
                 s = _series_of(rec.data)
                 cut_torn_tail(run_dir / s.relpath)
+                if s.spooled:
+                    repair_spool(s.spool_path(run_dir))
+                    s.adopt_csv(run_dir)  # rows an older provtel wrote to the CSV itself
                 s.rescan(run_dir)
                 series[s.key] = s
         store = cls(run_dir, formats)
@@ -289,7 +325,7 @@ class RunStore:
     def finalize(self, keep_journal: bool = False) -> Path:
         """Write ``prov.json`` from the journal, and the extra formats beside it; the journal
         is removed unless it is kept for a later merge (ranks of a job)."""
-        self._journal.close()
+        self.close()
         path = build_document(self.dir, list(self._series.values()))
         if not keep_journal:
             (self.dir / JOURNAL).unlink(missing_ok=True)
@@ -358,7 +394,7 @@ def build_document(
     summaries rebuilt from the files. ``incomplete`` marks the document as recovered from a
     run that never finished. Lines that are not records are skipped into ``problems``.
     """
-    return _build(run_dir, [(run_dir / JOURNAL, "", series)], incomplete, problems)
+    return _build(run_dir, [(run_dir / JOURNAL, "", series)], incomplete, problems, owner=True)
 
 
 def _build(
@@ -366,9 +402,14 @@ def _build(
     sources: list[tuple[Path, str, list[Series] | None]],
     incomplete: bool,
     problems: list[str] | None = None,
+    owner: bool = False,
 ) -> Path:
     """Write ``target/prov.json`` from journals; ``prefix`` places each journal's series
-    files relative to ``target`` (``rank0/`` when merging a job)."""
+    files relative to ``target`` (``rank0/`` when merging a job).
+
+    Per-step series' CSV files are written from their spools first (the document names them);
+    the ``owner`` of the run (finalisation, recovery) removes the spools, a merge keeps them
+    (a rank that has not finished may still be writing)."""
     clean_stale(target)
     skipped: list[str] = []
     records = 0
@@ -397,6 +438,8 @@ def _build(
             first = skipped[0]
             more = f" and {len(skipped) - 1} more unreadable line(s)" if len(skipped) > 1 else ""
             raise JournalError(f"not a provtel journal: {first}{more}")
+        for s in all_series:
+            s.write_csv(target, remove_spool=owner)
         builder.finish(all_series, incomplete=incomplete)
         path = writer.close()
     except BaseException:
