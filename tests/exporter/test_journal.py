@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import math
 import os
 import stat
 import tempfile
@@ -328,3 +329,86 @@ def test_fuzz_every_record_the_reader_accepts_maps_to_a_valid_document(
         assert not list(journal.read(run_dir / JOURNAL, []))  # refused, with a reason
         return
     assert_valid(document, round_trips=False)
+
+
+class _Float(float):
+    """A float subclass, as numpy.float64 is."""
+
+
+_exotic_text = st.text(st.characters(codec=None), max_size=8) | st.sampled_from(
+    ["null", "a null", "\ud800", "NaN"]
+)
+_exotic_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats()
+    | st.floats().map(_Float)
+    | _exotic_text,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner, inner)
+        | st.dictionaries(_exotic_text | st.integers(-3, 3), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+def _as_read(line: str) -> str:
+    """A journal line's values, re-encoded by the standard encoder (NaN compares as text)."""
+    value = json.loads(line, parse_constant=float)
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    attributes=st.dictionaries(_exotic_text, _exotic_values, max_size=4),
+    events=st.lists(_exotic_values, max_size=2),
+    status_description=st.none() | _exotic_text,
+    scope_version=st.none() | _exotic_text,
+)
+def test_fuzz_a_line_holds_exactly_what_the_standard_encoder_writes(
+    attributes: dict[str, Any],
+    events: list[Any],
+    status_description: str | None,
+    scope_version: str | None,
+) -> None:
+    """The fast encoder (orjson) never changes a value: NaN and infinities stay (orjson alone
+    writes null), big integers, lone surrogates, non-string keys and float subclasses too."""
+    record = {
+        **span(1),
+        "resource": "r1",
+        "attributes": attributes,
+        "events": [{"name": "e", "time": BASE, "attributes": {"v": v}} for v in events],
+        "status_description": status_description,
+        "scope": {"name": "test", "version": scope_version},
+    }
+    for kind, data in ((journal.SPAN, record), (journal.RESOURCE, {"id": "r", **attributes})):
+        line = journal.encode(kind, data)
+        expected = json.dumps(
+            {"t": kind, **data}, ensure_ascii=False, separators=(",", ":"), default=str
+        )
+        assert _as_read(line) == _as_read(expected)
+
+
+def test_non_finite_floats_survive_a_run_store_round_trip(tmp_path: Path) -> None:
+    """NaN and infinities in attributes, events and nested values read back as they went in."""
+    run_dir = create_run_dir(tmp_path, "nan")
+    store = RunStore(run_dir)
+    store.add_spans(
+        [
+            {
+                **span(1, loss=math.nan, best=math.inf, deep=[1, {"k": [-math.inf]}]),
+                "events": [{"name": "e", "time": BASE, "attributes": {"x": _Float("nan")}}],
+            },
+            span(2, note="null"),  # a 'null' in a string, no NaN: the fast path
+        ]
+    )
+    store.close()
+    spans = [r.data for r in journal.read(run_dir / JOURNAL) if r.kind == journal.SPAN]
+    first = spans[0]["attributes"]
+    assert math.isnan(first["loss"]) and first["best"] == math.inf
+    assert first["deep"] == [1, {"k": [-math.inf]}]
+    assert math.isnan(spans[0]["events"][0]["attributes"]["x"])
+    assert spans[1]["attributes"]["note"] == "null"
+    assert spans[1]["status_description"] is None

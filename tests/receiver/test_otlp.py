@@ -12,6 +12,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from provtel.exporter.prov.otlp import (
     OtlpError,
+    SpansRequest,
     convert_metrics,
     convert_spans,
     parse_json,
@@ -163,10 +164,13 @@ def test_spans_that_would_break_the_document_are_rejected_and_counted() -> None:
     loss.value.array_value.values.add().double_value = 1.0
     loss.value.array_value.values.add().string_value = "x"
 
-    batch = convert_spans(request)
-    assert batch.rejected == len(cases) + 1
-    assert len(batch.records) == kept
-    assert "trace_id" in batch.error
+    for batch in (
+        convert_spans(request),
+        convert_spans(parse_protobuf(request.SerializeToString(), SpansRequest)),
+    ):
+        assert batch.rejected == len(cases) + 1
+        assert len(batch.records) == kept
+        assert "trace_id" in batch.error
 
 
 def test_points_the_store_cannot_hold_are_rejected_or_skipped() -> None:
@@ -182,3 +186,56 @@ def test_points_the_store_cannot_hold_are_rejected_or_skipped() -> None:
     batch = convert_metrics(request)
     assert batch.rejected == 2
     assert [(p["name"], p["value"]) for p in batch.points] == [("g", 1.0)]
+
+
+def _unusual_attributes_request() -> ExportTraceServiceRequest:
+    """Two spans with every kind of attribute value, including the defaults a fast path could
+    mistake (empty string, 0, False), NaN, bytes, arrays, maps, an empty value, a repeated key."""
+    request = trace_request(training_spans(resource()))
+    spans = request.resource_spans[0].scope_spans[0].spans
+    for span in list(spans)[:2]:
+        add = span.attributes.add
+        add(key="empty").value.string_value = ""
+        add(key="zero").value.int_value = 0
+        add(key="negative").value.int_value = -(2**63)
+        add(key="false").value.bool_value = False
+        add(key="true").value.bool_value = True
+        add(key="nan").value.double_value = float("nan")
+        add(key="zero.0").value.double_value = 0.0
+        add(key="bytes").value.bytes_value = b"\x00\xff"
+        add(key="unset")
+        array = add(key="array").value.array_value.values
+        array.add().int_value = 1
+        array.add().string_value = ""
+        kv = add(key="map").value.kvlist_value.values.add(key="inner")
+        kv.value.double_value = 2.5
+        add(key="empty").value.string_value = "last wins"
+    return request
+
+
+def test_spans_decoded_with_their_attributes_encoded_give_the_same_records() -> None:
+    """The receiver decodes spans as ``SpansRequest`` (attributes left as bytes, converted
+    through a cache): the records are those of the full decoding, request after request."""
+    wire = _unusual_attributes_request().SerializeToString()
+    expected = convert_spans(parse_protobuf(wire, ExportTraceServiceRequest)).records
+    for _ in range(2):  # the second time from the cache
+        batch = convert_spans(parse_protobuf(wire, SpansRequest))
+        assert json.dumps(batch.records) == json.dumps(expected)  # NaN compares as text
+    first, second = batch.records[0]["attributes"], batch.records[1]["attributes"]
+    assert first["empty"] == "last wins" and first["zero"] == 0 and first["false"] is False
+    assert first["unset"] is None and first["bytes"] == "00ff"
+    assert first["array"] == [1, ""] and first["map"] == {"inner": 2.5}
+    first["array"].append("changed")  # a record's arrays and maps are its own
+    assert second["array"] == [1, ""]
+
+
+def test_a_malformed_attribute_is_an_otlp_error_when_its_span_is_converted() -> None:
+    good = trace_request(training_spans(resource())).SerializeToString()
+    request = parse_protobuf(good, SpansRequest)
+    request.resource_spans[0].scope_spans[0].spans[0].attributes.append(b"\x0a\xff\xff")
+    wire = request.SerializeToString()
+    with pytest.raises(OtlpError, match="malformed protobuf"):
+        parse_protobuf(wire, ExportTraceServiceRequest)
+    with pytest.raises(OtlpError, match="malformed protobuf KeyValue"):
+        convert_spans(parse_protobuf(wire, SpansRequest))
+    assert json.loads(to_json(parse_protobuf(wire[:0], SpansRequest))) == {}

@@ -409,9 +409,7 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
         # on such input. Nothing else may be wrong.
         problems = check_file(doc, round_trips=False).problems
         assert [p for p in problems if "span ids must be unique" not in p] == [], problems
-    assert_valid(
-        next(d for d in docs if f"{0xC0FFEE:032x}" in d.read_text()), round_trips=False
-    )
+    assert_valid(next(d for d in docs if f"{0xC0FFEE:032x}" in d.read_text()), round_trips=False)
     ids = {
         a["otel:span_id"]
         for doc in docs
@@ -441,3 +439,30 @@ def test_a_refused_request_leaves_the_connection_usable(serve: Serve) -> None:
             assert resp.getheader("Connection") != "close"  # one connection for both
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("chunk_bytes", [1 << 20, 1024], ids=["one piece", "split"])
+def test_a_span_with_a_malformed_attribute_refuses_the_whole_request(
+    serve: Serve, chunk_bytes: int
+) -> None:
+    """Spans are decoded with their attributes left encoded; a malformed attribute is still a
+    400 for the whole request, nothing of it journaled -- also when the request is split and
+    the bad span is in its last chunk."""
+    from provtel.exporter.prov.otlp import SpansRequest, parse_protobuf
+    from provtel.exporter.receiver.decode import chunks
+
+    server = serve(decode_chunk_bytes=chunk_bytes, grace_s=3600)
+    good = trace_request(training_spans(resource(), epochs=12)).SerializeToString()
+    request = parse_protobuf(good, SpansRequest)
+    spans = request.resource_spans[0].scope_spans[0].spans  # type: ignore[attr-defined]
+    spans[len(spans) - 1].attributes.append(b"\x0a\xff\xff")
+    bad = request.SerializeToString()
+    pieces = len(list(chunks(bad, "traces", chunk_bytes)))
+    assert pieces == 1 if chunk_bytes > len(bad) else pieces > 2
+    status, _, reply = post(server.http_port, "/v1/traces", bad)
+    assert status == 400 and _status(reply).code == INVALID
+    with grpc_channel(server.grpc_port) as channel, pytest.raises(grpc.RpcError) as refused:
+        grpc_export(channel, TRACES, bad)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert not list(server.output_dir.glob("*/journal.jsonl"))  # nothing kept
+    assert post(server.http_port, "/v1/traces", good)[0] == 200

@@ -22,19 +22,23 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from google.protobuf import json_format
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.resource.v1 import resource_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
 
 __all__ = [
     "MetricsBatch",
     "OtlpError",
     "ResourcePoints",
     "SpanBatch",
+    "SpansRequest",
     "convert_metrics",
     "convert_spans",
     "parse_json",
@@ -45,10 +49,11 @@ _KINDS = dict(enumerate(("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCE
 _STATUSES = dict(enumerate(("UNSET", "OK", "ERROR")))
 _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
+_REMOTE = _HAS_IS_REMOTE | _IS_REMOTE
 _NO_RECORDED_VALUE = 1
 _STEP_PREFIX = "ml.step."
 
-RequestT = TypeVar("RequestT", ExportTraceServiceRequest, ExportMetricsServiceRequest)
+RequestT = TypeVar("RequestT", bound=Message)
 
 
 class OtlpError(ValueError):
@@ -56,6 +61,35 @@ class OtlpError(ValueError):
 
 
 # -- decoding -----------------------------------------------------------------------------------
+
+
+def _spans_request_type() -> type[Message]:
+    """A message type with the wire format of ``ExportTraceServiceRequest`` (it is OTLP's
+    ``TracesData``) in which a span's attributes stay encoded ``KeyValue`` bytes.
+
+    Decoding a ``KeyValue`` into upb messages and reading it back is most of the cost of
+    converting a span; as bytes, the attributes a request repeats (the same names and values
+    span after span) are converted once and then found in :data:`_ATTRIBUTE_CACHE`. Built in a
+    private descriptor pool from the installed OTLP descriptors, so nothing is redefined."""
+    pool = descriptor_pool.DescriptorPool()
+    for module in (common_pb2, resource_pb2, trace_pb2):
+        proto = descriptor_pb2.FileDescriptorProto()
+        module.DESCRIPTOR.CopyToProto(proto)
+        if module is trace_pb2:
+            (span,) = [m for m in proto.message_type if m.name == "Span"]
+            (attributes,) = [f for f in span.field if f.name == "attributes"]
+            attributes.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
+            attributes.ClearField("type_name")
+        pool.Add(proto)
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("opentelemetry.proto.trace.v1.TracesData")
+    )
+
+
+#: What the receiver decodes trace requests into (:func:`convert_spans` takes it, as it takes
+#: an ``ExportTraceServiceRequest``). Decoding it does not look into attributes: a malformed
+#: attribute is found (an :class:`OtlpError`) when the span is converted.
+SpansRequest: type[Message] = _spans_request_type()
 
 
 def parse_protobuf(data: bytes, message_type: type[RequestT]) -> RequestT:
@@ -145,6 +179,8 @@ def parse_json(data: bytes | str | dict[str, Any], message_type: type[RequestT])
 def to_json(message: Message) -> str:
     """Encode a request as one line of OTLP/JSON (hex ids), as the Collector's file exporter
     writes it."""
+    if isinstance(message, SpansRequest):  # attributes as OTLP/JSON writes them, not bytes
+        message = ExportTraceServiceRequest.FromString(message.SerializeToString())
     obj = json_format.MessageToDict(message)
     _base64_ids_to_hex(obj)
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
@@ -183,10 +219,53 @@ def _value(v: AnyValue) -> Any:
 
 def _attrs(kvs: Iterable[KeyValue]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for kv in kvs:  # _value() inlined for scalars: this loop is most of the conversion time
+    # The hot loop of the conversion. upb's WhichOneof costs about three field reads, so the
+    # two usual kinds are tried first: a non-empty string or a non-zero integer can only be the
+    # value the oneof holds (an unset member reads as its default).
+    for kv in kvs:
         v = kv.value
+        text = v.string_value
+        if text:
+            out[kv.key] = text
+            continue
+        number = v.int_value
+        if number:
+            out[kv.key] = number
+            continue
         kind = v.WhichOneof("value")
         out[kv.key] = getattr(v, kind) if kind in _SCALARS else _value(v)
+    return out
+
+
+#: Encoded ``KeyValue`` -> (key, value), for attributes whose value is immutable (no arrays,
+#: no maps). Bounded: emptied when full.
+_ATTRIBUTE_CACHE: dict[bytes, tuple[str, Any]] = {}
+_CACHE_ENTRIES = 8192
+_CACHE_ENTRY_BYTES = 512
+
+
+def _raw_attrs(raws: Iterable[bytes]) -> dict[str, Any]:
+    """:func:`_attrs` of encoded ``KeyValue`` messages (:data:`SpansRequest`'s attributes)."""
+    out: dict[str, Any] = {}
+    cache = _ATTRIBUTE_CACHE
+    for raw in raws:
+        hit = cache.get(raw)
+        if hit is None:
+            try:
+                kv = KeyValue.FromString(raw)
+            except (DecodeError, RecursionError, ValueError) as exc:
+                raise OtlpError(f"malformed protobuf KeyValue: {exc}") from None
+            v = kv.value
+            kind = v.WhichOneof("value")
+            if kind not in _SCALARS and kind != "bytes_value" and kind is not None:
+                out[kv.key] = _value(v)  # an array or a map: a new object every time
+                continue
+            hit = (kv.key, _value(v))
+            if len(raw) <= _CACHE_ENTRY_BYTES:
+                if len(cache) >= _CACHE_ENTRIES:
+                    cache.clear()
+                cache[raw] = hit
+        out[hit[0]] = hit[1]
     return out
 
 
@@ -213,16 +292,13 @@ class SpanBatch:
             self.error = reason
 
 
-def _span_problem(span: Any, start: int, end: int) -> str:
-    trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
+def _ids_problem(trace_id: bytes, span_id: bytes, parent: bytes) -> str:
     if len(trace_id) != 16 or not any(trace_id):
         return "trace_id must be 16 bytes, not all zero"
     if len(span_id) != 8 or not any(span_id):
         return "span_id must be 8 bytes, not all zero"
     if parent and len(parent) != 8:
         return "parent_span_id must be empty or 8 bytes"
-    if end and end < start:
-        return "end_time_unix_nano before start_time_unix_nano"
     return ""
 
 
@@ -235,63 +311,87 @@ def _step_arrays_problem(attributes: dict[str, Any]) -> str:
     return ""
 
 
-def convert_spans(request: ExportTraceServiceRequest) -> SpanBatch:
-    """Turn a trace request into span records (see :func:`records.span_record`)."""
+def _events(events: Any) -> list[dict[str, Any]]:
+    return [
+        {"name": e.name, "time": e.time_unix_nano, "attributes": _attrs(e.attributes)}
+        for e in events
+    ]
+
+
+def _links(links: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "trace_id": link.trace_id.hex(),
+            "span_id": link.span_id.hex(),
+            "attributes": _attrs(link.attributes),
+        }
+        for link in links
+    ]
+
+
+_ZERO_SPAN_ID = bytes(8)
+
+
+def convert_spans(request: ExportTraceServiceRequest | Message) -> SpanBatch:
+    """Turn a trace request into span records (see :func:`records.span_record`).
+
+    A span is checked before its attributes are converted, so a rejected span costs little;
+    the trace id, shared by the spans of a request, is checked and converted once. ``request``
+    is an ``ExportTraceServiceRequest`` or a :data:`SpansRequest`; :class:`OtlpError` for a
+    malformed attribute of the latter."""
     batch = SpanBatch()
     append = batch.records.append
+    trace_bytes, trace_hex = b"", ""
+    span_attrs = _attrs if isinstance(request, ExportTraceServiceRequest) else _raw_attrs
     for rs in request.resource_spans:
         resource = _attrs(rs.resource.attributes)
         for ss in rs.scope_spans:
             scope = _scope(ss.scope)
             for span in ss.spans:
+                trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
                 start, end = span.start_time_unix_nano, span.end_time_unix_nano
-                problem = _span_problem(span, start, end)
-                attributes = _attrs(span.attributes)
-                if not problem:
-                    problem = _step_arrays_problem(attributes)
-                if problem:
-                    batch.reject(problem)
+                if (
+                    trace_id != trace_bytes
+                    or len(span_id) != 8
+                    or span_id == _ZERO_SPAN_ID
+                    or (parent and len(parent) != 8)
+                ):
+                    problem = _ids_problem(trace_id, span_id, parent)
+                    if problem:
+                        batch.reject(problem)
+                        continue
+                    trace_bytes, trace_hex = trace_id, trace_id.hex()
+                if end and end < start:
+                    batch.reject("end_time_unix_nano before start_time_unix_nano")
                     continue
-                parent = span.parent_span_id
-                flags = span.flags
-                status = span.status
-                events = span.events
-                links = span.links
+                attributes = span_attrs(span.attributes)
+                if list in set(map(type, attributes.values())):
+                    problem = _step_arrays_problem(attributes)
+                    if problem:
+                        batch.reject(problem)
+                        continue
+                if span.HasField("status"):
+                    status = span.status
+                    code = _STATUSES.get(status.code, "UNSET")
+                    description = status.message or None
+                else:
+                    code, description = "UNSET", None
+                events, links = span.events, span.links
                 append(
                     {
-                        "trace_id": span.trace_id.hex(),
-                        "span_id": span.span_id.hex(),
+                        "trace_id": trace_hex,
+                        "span_id": span_id.hex(),
                         "parent_span_id": parent.hex() if parent else None,
-                        "parent_is_remote": bool(parent)
-                        and flags & _HAS_IS_REMOTE != 0
-                        and flags & _IS_REMOTE != 0,
+                        "parent_is_remote": bool(parent) and span.flags & _REMOTE == _REMOTE,
                         "name": span.name,
                         "kind": _KINDS.get(span.kind, "UNSPECIFIED"),
                         "start": start,
                         "end": end or None,
-                        "status": _STATUSES.get(status.code, "UNSET"),
-                        "status_description": status.message or None,
+                        "status": code,
+                        "status_description": description,
                         "attributes": attributes,
-                        "events": [
-                            {
-                                "name": e.name,
-                                "time": e.time_unix_nano,
-                                "attributes": _attrs(e.attributes),
-                            }
-                            for e in events
-                        ]
-                        if events
-                        else [],
-                        "links": [
-                            {
-                                "trace_id": link.trace_id.hex(),
-                                "span_id": link.span_id.hex(),
-                                "attributes": _attrs(link.attributes),
-                            }
-                            for link in links
-                        ]
-                        if links
-                        else [],
+                        "events": _events(events) if events else [],
+                        "links": _links(links) if links else [],
                         "scope": scope,
                         "resource": resource,
                     }
