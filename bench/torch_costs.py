@@ -9,6 +9,12 @@ thread, through public APIs only:
   ``TracerProvider`` and no processor: the SDK's attribute checks, element by element.
 * ``block_export_ms``: :class:`~provtel.exporter.prov.ProvSpanExporter` exporting one such
   span (record conversion, journal, series files).
+* ``block_span_packed_ms``, ``block_export_packed_ms``: the same with each per-step array packed
+  into one string attribute (:mod:`provtel.semconv.columns`, as the instrumentation sends it);
+  the span figure includes the packing.
+* ``finalize_10k_ms``: :meth:`~provtel.exporter.prov.store.RunStore.finalize` of a run of ten
+  such (packed) blocks, 10k steps: the document and the CSV files written from the series
+  spools at exit.
 * ``sdk_record_us``: one synchronous ``Histogram.record`` with one attribute (what a per-step
   metric costs), with a ``MeterProvider`` and one reader.
 * ``collection_ms``: one metric collection and PROV export with provtel's host instrumentor
@@ -48,13 +54,66 @@ def block_attributes(start_ns: int) -> dict[str, Any]:
         "ml.epoch": 0,
         "ml.step.first": 1,
         "ml.step.count": BLOCK,
-        "ml.step.start": [start_ns + i * 500_000 for i in range(BLOCK)],
+        "ml.step.start_time": [start_ns + i * 500_000 for i in range(BLOCK)],
         "ml.step.batch_size": [8] * BLOCK,
     }
     for name in ARRAYS:
         attrs[f"ml.step.{name}"] = [random.random() * 1e-3 for _ in range(BLOCK)]
     attrs["ml.step.learning_rate"] = [0.01] * BLOCK
     return attrs
+
+
+def packed(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The block's attributes with every per-step array packed (None on a checkout without
+    :mod:`provtel.semconv.columns`)."""
+    try:
+        from provtel.semconv import columns
+    except ImportError:
+        return {}
+    return {
+        (columns.packed_name(k) if isinstance(v, list) else k): (
+            columns.encode(v) if isinstance(v, list) else v
+        )
+        for k, v in attrs.items()
+    }
+
+
+def finalize_ms(out: str, t0: int, reps: int = 5) -> float:
+    """Median CPU of finalising a run of ten packed blocks (10k steps)."""
+    from pathlib import Path
+
+    from provtel.exporter.prov.store import RunStore, create_run_dir
+
+    times = []
+    for rep in range(reps):
+        store = RunStore(create_run_dir(Path(out) / "finalize", f"run{rep}"))
+        records = []
+        for b in range(10):
+            attrs = block_attributes(t0 + b * BLOCK * 500_000)
+            attrs["ml.step.first"] = 1 + b * BLOCK
+            attrs = packed(attrs) or attrs
+            records.append(
+                {
+                    "trace_id": "0" * 31 + "1",
+                    "span_id": f"{b + 1:016x}",
+                    "parent_span_id": None,
+                    "name": "ml.step_block",
+                    "kind": "INTERNAL",
+                    "start": t0,
+                    "end": t0 + 1,
+                    "status": "UNSET",
+                    "attributes": attrs,
+                    "events": [],
+                    "links": [],
+                    "resource": {"service.name": "bench"},
+                    "scope": {"name": "provtel.instrumentation.torch"},
+                }
+            )
+        store.add_spans(records)
+        t = time.thread_time()
+        store.finalize()
+        times.append(time.thread_time() - t)
+    return 1e3 * statistics.median(times)
 
 
 def main() -> None:
@@ -93,6 +152,23 @@ def main() -> None:
             )
         pending = iter(spans)
         results["block_export_ms"] = median_ms(lambda: next(pending).end(t0 + 1))
+        if packed(attrs):
+            results["block_span_packed_ms"] = median_ms(
+                lambda: bare.start_span(
+                    "ml.step_block", attributes=packed(attrs), start_time=t0
+                ).end(t0 + 1)
+            )
+            spans = [
+                tracer.start_span(
+                    "ml.step_block",
+                    context=parent,
+                    attributes=packed(block_attributes(t0)),
+                    start_time=t0,
+                )
+                for _ in range(16)
+            ]
+            pending = iter(spans)
+            results["block_export_packed_ms"] = median_ms(lambda: next(pending).end(t0 + 1))
         run.end()
 
         meter_provider = MeterProvider(
@@ -112,6 +188,7 @@ def main() -> None:
         HostInstrumentor().uninstrument()
         meter_provider.shutdown()
         provider.shutdown()
+        results["finalize_10k_ms"] = finalize_ms(out, t0)
     print(json.dumps(results), flush=True)
 
 

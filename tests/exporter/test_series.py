@@ -268,3 +268,20 @@ def test_metric_series_keep_a_bounded_number_of_files_open(tmp_path: Path) -> No
         f"{T0},,7.0,{T0 // 10**6}",
         f"{T0 + 1},,7.0,{(T0 + 1) // 10**6}",
     ]
+
+
+def test_repeated_values_keep_their_own_text() -> None:
+    # A column of few distinct values (a constant learning rate) is formatted value by value
+    # once: -0.0 and 0.0, and NaN, must still each keep their own text.
+    from array import array
+
+    from provtel.exporter.prov.series import StepRows
+
+    values = [0.0, -0.0, math.nan, 0.01, 1e-5] * 200
+    starts = array("q", [T0 + i for i in range(len(values))])
+    text = StepRows(array("d", values), first=0, epoch="1", starts=starts).text()
+    expected = "".join(
+        f"{i},1,{v},{s // 1_000_000},{s}\n"
+        for i, (v, s) in enumerate(zip(values, starts, strict=True))
+    )
+    assert text == expected

@@ -95,11 +95,25 @@ class StepRows:
     def __len__(self) -> int:
         return len(self.lines) if self.lines is not None else len(self.values)
 
-    def text(self) -> str:
-        """The CSV rows (each ending with a newline)."""
+    def text(self, cells: BlockCells | None = None) -> str:
+        """The CSV rows (each ending with a newline); ``cells`` shares the cells around the
+        values between the series of one block."""
         if self.lines is not None:
             return "".join(line + "\n" for line in self.lines)
-        return _columns_text(self.first, self.epoch, self.starts, self.values)
+        n = len(self.values)
+        if not n:
+            return ""
+        heads, tails = (cells or BlockCells(0)).get(self.first, self.epoch, self.starts, n)
+        values: Sequence[Any] = self.values
+        value = "%d"
+        if isinstance(values, array) and values.typecode == "d":
+            value, values = _float_cells(values)
+        flat: list[Any] = [None] * (3 * n)
+        flat[0::3] = heads
+        flat[1::3] = values
+        flat[2::3] = tails
+        # One C-level format of the whole block: the fastest text CPython makes.
+        return _row_format(n, value) % tuple(flat)
 
     def record(self) -> bytes:
         """The spool record of these rows."""
@@ -136,33 +150,54 @@ def _swapped(values: array) -> array:  # pragma: no cover - big-endian hosts
     return out
 
 
+def _float_cells(values: array) -> tuple[str, Sequence[Any]]:
+    """How to format a float column: ``%r`` of each value, or -- when few values repeat
+    (a constant learning rate) -- ``%s`` of their ``repr`` formatted once each. Values are
+    told apart by their bits, so ``-0.0`` and NaN keep their own text."""
+    bits = array("q")
+    bits.frombytes(values.tobytes())
+    if len(set(bits)) > len(bits) // 8:
+        return "%r", values
+    text = {b: repr(v) for b, v in dict(zip(bits, values, strict=True)).items()}
+    return "%s", list(map(text.__getitem__, bits))
+
+
 @lru_cache(maxsize=64)
-def _row_format(n: int, epoch: str, value: str) -> str:
-    return ("%d," + epoch.replace("%", "%%") + "," + value + ",%d,%d\n") * n
+def _row_format(n: int, value: str) -> str:
+    return ("%s" + value + "%s") * n
 
 
-def _columns_text(first: int, epoch: str, starts: array | None, values: Sequence[Any]) -> str:
-    n = len(values)
-    if not n:
-        return ""
-    value = "%r" if isinstance(values, array) and values.typecode == "d" else "%d"
-    starts = starts if starts is not None else array("q")
-    if len(starts) >= n and MISSING_START not in starts[:n]:
-        # One C-level format of the whole block: the fastest text CPython makes.
-        start = starts[:n] if len(starts) > n else starts
-        flat: list[Any] = [None] * (4 * n)
-        flat[0::4] = range(first, first + n)
-        flat[1::4] = values
-        flat[2::4] = [s // 1_000_000 for s in start]
-        flat[3::4] = start
-        return _row_format(n, epoch, value) % tuple(flat)
-    rows = []
-    head = f",{epoch},"
-    for i, v in enumerate(values):
-        s = starts[i] if i < len(starts) else MISSING_START
-        tail = f",{s // 1_000_000},{s}" if s != MISSING_START else ",,"
-        rows.append(f"{first + i}{head}{value % v}{tail}\n")
-    return "".join(rows)
+class BlockCells:
+    """The step, epoch and time cells of recent blocks, formatted once and shared by the
+    block's series (an int of 19 digits costs more to format than a float: these cells are
+    most of the text)."""
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+        self._cells: dict[tuple[Any, ...], tuple[list[str], list[str]]] = {}
+
+    def get(
+        self, first: int, epoch: str, starts: array | None, n: int
+    ) -> tuple[list[str], list[str]]:
+        """``(heads, tails)`` of ``n`` rows: ``"<step>,<epoch>,"`` and ``",<ms>,<ns>\n"``
+        (``",,\n"`` where the start time is unknown)."""
+        times = starts[:n] if starts is not None else array("q")
+        key = (first, epoch, n, times.tobytes())
+        found = self._cells.pop(key, None)
+        if found is None:
+            heads = [f"{step},{epoch}," for step in range(first, first + n)]
+            if len(times) == n and MISSING_START not in times:
+                tails = [f",{t // 1_000_000},{t}\n" for t in times]
+            else:
+                tails = [
+                    f",{t // 1_000_000},{t}\n" if t != MISSING_START else ",,\n" for t in times
+                ]
+                tails += [",,\n"] * (n - len(times))
+            found = (heads, tails)
+        self._cells[key] = found  # most recent last
+        while len(self._cells) > self.size:
+            del self._cells[next(iter(self._cells))]
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,30 +207,31 @@ class _Record:
 
 
 def read_spool(path: Path) -> Iterator[_Record]:
-    """The readable records of a spool, in order (stops at a torn or damaged record)."""
+    """The readable records of a spool, in order, one at a time (stops at a torn or damaged
+    record)."""
     try:
-        data = path.read_bytes()
+        src = open(path, "rb")  # noqa: SIM115 - closed when the generator ends
     except FileNotFoundError:
         return
-    view = memoryview(data)
-    at = 0
-    size = _HEADER.size
-    while at + size <= len(data):
-        magic, kind, code, first, n, n_starts, n_epoch, n_payload, crc = _HEADER.unpack_from(
-            data, at
-        )
-        body = at + size
-        if magic != _MAGIC or body + n_payload > len(data):
-            return
-        payload = view[body : body + n_payload]
-        if zlib.crc32(payload) != crc:
-            return
-        try:
-            rows = _rows(kind, code, first, n, n_starts, n_epoch, payload)
-        except (ValueError, UnicodeDecodeError):
-            return
-        at = body + n_payload
-        yield _Record(rows, at)
+    with src:
+        at = 0
+        size = _HEADER.size
+        while True:
+            header = src.read(size)
+            if len(header) < size:
+                return
+            magic, kind, code, first, n, n_starts, n_epoch, n_payload, crc = _HEADER.unpack(header)
+            if magic != _MAGIC or n_payload > _MAX_PAYLOAD:
+                return
+            payload = src.read(n_payload)
+            if len(payload) < n_payload or zlib.crc32(payload) != crc:
+                return
+            try:
+                rows = _rows(kind, code, first, n, n_starts, n_epoch, memoryview(payload))
+            except (ValueError, UnicodeDecodeError):
+                return
+            at += size + n_payload
+            yield _Record(rows, at)
 
 
 def _rows(
@@ -346,19 +382,18 @@ class Series:
         self.stats.add_many([row[value_at] for row in rows])
 
     def append_steps(self, root: Path, rows: StepRows, files: OpenFiles | None = None) -> None:
-        """Append a block's rows of a per-step series to its spool (one write)."""
+        """Append a block's rows of a per-step series to its spool (one write). The summary
+        of a spooled series is made when its CSV is written (:func:`write_csvs`), off the
+        export thread."""
         if not len(rows):
             return
         (files or OpenFiles(0)).append(self.spool_path(root), rows.record())
-        self.stats.add_many(rows.values)
 
     def rescan(self, root: Path) -> None:
-        """Rebuild the summary from the spool, or else the file (when recovering a journal)."""
+        """Rebuild the summary from the file (when recovering a journal); a series with a
+        spool gets its summary when its CSV is written (:func:`write_csvs`)."""
         self.stats = SeriesStats()
-        spool = self.spool_path(root)
-        if self.spooled and spool.exists():
-            for record in read_spool(spool):
-                self.stats.add_many(record.rows.values)
+        if self.spooled and self.spool_path(root).exists():
             return
         path = root / self.relpath
         if not path.exists():
@@ -400,29 +435,80 @@ class Series:
         os.replace(tmp, spool)
 
     def write_csv(self, root: Path, remove_spool: bool = True) -> None:
-        """Write a per-step series' CSV from its spool (atomically; the same bytes every time),
-        then remove the spool unless ``remove_spool`` is false (a rank another process may
-        still be writing)."""
-        spool = self.spool_path(root)
-        if not self.spooled or not spool.exists():
-            return
-        path = root / self.relpath
-        tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-        written = False
-        try:
-            with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_TRUNC), "wb") as out:
-                for record in read_spool(spool):
-                    if not written:
-                        out.write((",".join(self.columns) + "\n").encode())
-                        written = True
-                    out.write(record.rows.text().encode("utf-8", "surrogatepass"))
-            if written:
-                os.replace(tmp, path)
-        finally:
+        """Write a per-step series' CSV from its spool (:func:`write_csvs`)."""
+        write_csvs([self], root, remove_spool)
+
+
+def write_csvs(series: Iterable[Series], root: Path, remove_spool: bool = True) -> None:
+    """Write the CSV files of per-step series from their spools (atomically; the same bytes
+    every time), then remove each spool unless ``remove_spool`` is false (a rank another
+    process may still be writing). Series without a spool are left as they are.
+
+    The spools are read side by side, a record of each in turn, so that the series of one
+    block share its step and time cells (:class:`BlockCells`); at most ``_GROUP`` at a time.
+    Each series' summary is made from the rows on the way.
+    """
+    todo = [s for s in series if s.spooled and s.spool_path(root).exists()]
+    for at in range(0, len(todo), _GROUP):
+        _write_group(todo[at : at + _GROUP], root, remove_spool)
+
+
+_GROUP = 32
+
+
+@dataclass(slots=True)
+class _Conversion:
+    series: Series
+    spool: Path
+    path: Path
+    tmp: Path
+    reader: Iterator[_Record]
+    out: Any = None
+
+
+def _write_group(group: list[Series], root: Path, remove_spool: bool) -> None:
+    cells = BlockCells(16)
+    active: list[_Conversion] = []
+    try:
+        for s in group:
+            path = root / s.relpath
+            tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+            s.stats = SeriesStats()
+            active.append(
+                _Conversion(s, s.spool_path(root), path, tmp, read_spool(s.spool_path(root)))
+            )
+        while active:
+            for job in list(active):
+                record = next(job.reader, None)
+                if record is None:
+                    active.remove(job)
+                    _finish(job, remove_spool)
+                    continue
+                if job.out is None:
+                    job.out = os.fdopen(open_private(job.tmp, os.O_WRONLY | os.O_TRUNC), "wb")
+                    job.out.write((",".join(job.series.columns) + "\n").encode())
+                job.out.write(record.rows.text(cells).encode("utf-8", "surrogatepass"))
+                job.series.stats.add_many(record.rows.values)
+    finally:
+        for job in active:  # only when something failed
+            if job.out is not None:
+                with contextlib.suppress(OSError):
+                    job.out.close()
             with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-        if remove_spool:
-            spool.unlink(missing_ok=True)
+                job.tmp.unlink(missing_ok=True)
+
+
+def _finish(job: _Conversion, remove_spool: bool) -> None:
+    if job.out is not None:
+        try:
+            job.out.close()
+            os.replace(job.tmp, job.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                job.tmp.unlink(missing_ok=True)
+            raise
+    if remove_spool:
+        job.spool.unlink(missing_ok=True)
 
 
 def _parse(cell: str) -> float | None:

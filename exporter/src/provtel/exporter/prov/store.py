@@ -43,6 +43,7 @@ from provtel.exporter.prov.series import (
     Series,
     StepRows,
     repair_spool,
+    write_csvs,
 )
 from provtel.exporter.prov.values import UniqueNames, local_name
 from provtel.exporter.prov.writer import SPOOL_PREFIX, ProvJsonWriter
@@ -438,8 +439,7 @@ def _build(
             first = skipped[0]
             more = f" and {len(skipped) - 1} more unreadable line(s)" if len(skipped) > 1 else ""
             raise JournalError(f"not a provtel journal: {first}{more}")
-        for s in all_series:
-            s.write_csv(target, remove_spool=owner)
+        write_csvs(all_series, target, remove_spool=owner)
         builder.finish(all_series, incomplete=incomplete)
         path = writer.close()
     except BaseException:
