@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import provtel
 from provtel.instrumentation.torch import TorchInstrumentor, events
 from provtel.instrumentation.torch import tracker as tracker_module
+from tests.support import unpacked
 
 
 @pytest.fixture
@@ -50,7 +51,7 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 def _attrs(span: ReadableSpan) -> dict[str, Any]:
-    return dict(span.attributes or {})
+    return unpacked(span.attributes)
 
 
 def _passes(found: list[ReadableSpan]) -> list[dict[str, Any]]:
@@ -207,6 +208,22 @@ def test_logged_values_land_on_the_open_activity(spans: Any) -> None:
     assert list(block["ml.log.step"]) == [0, 1]
 
 
+def test_many_hyperparameters_evict_nothing(spans: Any) -> None:
+    """A config of 300 keys (a Hydra config, HF's TrainingArguments with model.config) once
+    evicted the run span's oldest attributes past the SDK's limit of 128: now every key and every
+    run attribute is kept."""
+    assert events.params({f"k{i:03d}": i for i in range(300)}, "omegaconf")
+    model = nn.Linear(2, 1)
+    F.mse_loss(model(torch.ones(1, 2)), torch.ones(1, 1)).backward()
+    found = spans()
+    run = _attrs(next(s for s in found if s.name == "ml.run"))
+    assert run["ml.run.name"] and run["process.command_args"]  # set first: evicted first
+    logged = [_attrs(s) for s in found if s.name == "ml.log"]
+    assert all(len(a) <= 128 for a in logged)
+    values = {k: v for a in logged for k, v in a.items()}
+    assert values == {f"ml.hparam.k{i:03d}": i for i in range(300)}
+
+
 @dataclasses.dataclass
 class _Config:
     lr: float = 3e-4
@@ -222,8 +239,17 @@ def test_configuration_objects_become_hyperparameters(spans: Any) -> None:
     assert events.params(argparse.Namespace(seed=3, db_password="p"), "argparse", "cli.")
     model = nn.Linear(2, 1)
     F.mse_loss(model(torch.ones(1, 2)), torch.ones(1, 1)).backward()  # starts the run
-    run = next(s for s in spans() if s.name == "ml.run")
-    attrs = _attrs(run)
+    found = spans()
+    run = next(s for s in found if s.name == "ml.run")
+    assert run.context is not None
+    # each batch on a short ml.log span of its own under the run (the run span's attribute
+    # limit); the exporter counts them as the run's
+    attrs: dict[str, Any] = {}
+    for s in found:
+        if s.name == "ml.log" and s.parent is not None:
+            assert s.parent.span_id == run.context.span_id
+            attrs.update(_attrs(s))
+    assert not any(k.startswith("ml.hparam.") for k in _attrs(run))
     assert attrs["ml.hparam.lr"] == 3e-4 and list(attrs["ml.hparam.layers"]) == [4, 4]
     assert attrs["ml.hparam.nested.warmup"] == 10 and attrs["ml.hparam.extra"] == 1
     assert attrs["ml.hparam.cli.seed"] == 3
@@ -263,6 +289,68 @@ def test_safetensors_and_artifacts_are_recorded_with_digests(spans: Any, tmp_pat
     assert checkpoint["ml.checkpoint.entry.step"] == 3
     assert checkpoint["ml.checkpoint.entry.config.n"] == 2
     assert checkpoint["ml.checkpoint.entry.config.api_key"] != "k"
+
+
+def test_only_weights_join_the_model_chain(spans: Any, tmp_path: Path) -> None:
+    """What an HF checkpoint folder holds beside its weights (optimizer, scheduler, RNG state,
+    the TrainingArguments object) is an artifact; weights and checkpoint dicts are models."""
+    model = nn.Linear(2, 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    F.mse_loss(model(torch.ones(1, 2)), torch.ones(1, 1)).backward()
+    optimizer.step()
+    payloads: dict[str, Any] = {
+        "model.pt": model.state_dict(),
+        "module.pt": model,
+        "ckpt.pt": {"optimizer": optimizer.state_dict(), "model": model.state_dict(), "step": 1},
+        "optimizer.pt": optimizer.state_dict(),
+        "scheduler.pt": scheduler.state_dict(),
+        "rng_state.pth": {"python": (3, (1, 2), None), "cpu": torch.get_rng_state()},
+        "training_args.bin": _Config(),
+    }
+    for name, payload in payloads.items():
+        torch.save(payload, tmp_path / name)
+    torch.load(tmp_path / "optimizer.pt")
+    torch.load(tmp_path / "model.pt")
+    found = spans()
+    kinds = {
+        (Path(a["file.path"]).name, a["ml.checkpoint.operation"]): a["ml.artifact.kind"]
+        for a in (_attrs(s) for s in found)
+        if "file.path" in a
+    }
+    assert kinds == {
+        ("model.pt", "save"): "model",
+        ("module.pt", "save"): "model",
+        ("ckpt.pt", "save"): "model",
+        ("optimizer.pt", "save"): "artifact",
+        ("scheduler.pt", "save"): "artifact",
+        ("rng_state.pth", "save"): "artifact",
+        ("training_args.bin", "save"): "artifact",
+        ("optimizer.pt", "load"): "artifact",
+        ("model.pt", "load"): "model",
+    }
+
+
+def test_saves_inside_a_framework_save_are_not_recorded(spans: Any, tmp_path: Path) -> None:
+    """Lightning's checkpoint IO saves into a buffer and writes the bytes itself: inside
+    ``events.framework_save()`` that buffer save is no second (in-memory) model."""
+    import io
+
+    model = nn.Linear(2, 1)
+    F.mse_loss(model(torch.ones(1, 2)), torch.ones(1, 1)).backward()
+    target = tmp_path / "epoch=0.ckpt"
+    with events.framework_save():
+        buffer = io.BytesIO()
+        torch.save({"state_dict": model.state_dict()}, buffer)
+        target.write_bytes(buffer.getvalue())
+    assert events.artifact(target, "model", "save")
+    torch.save(model.state_dict(), io.BytesIO())  # outside: recorded, in memory
+    found = sorted(spans(), key=lambda s: s.start_time or 0)  # digests end spans off-thread
+    files = [_attrs(s) for s in found if s.name.startswith(("ml.checkpoint", "ml.artifact"))]
+    assert [(a.get("file.path"), a["ml.checkpoint.in_memory"]) for a in files] == [
+        (str(target), False),
+        (None, True),
+    ]
 
 
 def test_an_idle_block_is_handed_over_with_a_fake_clock(

@@ -155,7 +155,11 @@ def log_params(mapping: Any = None, **params: Any) -> None:
     if _instrumented_torch():
         from provtel.instrumentation.torch import TorchInstrumentor
 
-        TorchInstrumentor()._set_run(values)  # the run's hyperparameters
+        tracker = TorchInstrumentor().tracker
+        if tracker is not None and tracker.active():
+            tracker.log_params(values)  # the run's, on spans of their own (attribute limit)
+        else:
+            TorchInstrumentor()._set_run(values)  # torch not imported yet: with the run
         return
     tracer = _tracer()
     if tracer is not None:

@@ -3,13 +3,23 @@
 ``provtel.log_artifact``. The file's size and digest are computed off the training thread and
 the span ends (with its original end time) once they are known. A dict given to ``torch.save``
 adds its scalar and configuration entries (``ml.checkpoint.entry.*``: ``iter_num``,
-``best_val_loss``, ``config.*``; secrets redacted)."""
+``best_val_loss``, ``config.*``; secrets redacted).
+
+What a ``torch.save`` wrote decides its kind: weights (a module, a tensor, a state dict, a
+checkpoint dict holding one) are a ``model`` in the checkpoints' derivation chain; anything else
+(an optimizer's or LR scheduler's state, RNG states, a settings object such as HF's
+``TrainingArguments``) is an ``artifact`` beside it. A ``torch.load`` is classified by what it
+returned. Saves made inside :func:`framework_save` (a framework writing a file it reports itself,
+e.g. Lightning's checkpoint IO saving into a buffer) are not recorded."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import trace
@@ -23,6 +33,49 @@ from provtel.semconv import attributes as sc
 from provtel.semconv import spans
 
 _CHUNK = 1 << 20
+#: True inside framework_save(): the framework records the file itself
+_FRAMEWORK_SAVE: ContextVar[bool] = ContextVar("provtel_framework_save", default=False)
+#: the keys of an optimizer's state_dict()
+_OPTIMIZER_STATE = frozenset({"state", "param_groups"})
+
+
+@contextmanager
+def framework_save() -> Iterator[None]:
+    """Saves and loads inside this block are not recorded (the caller records the file)."""
+    token = _FRAMEWORK_SAVE.set(True)
+    try:
+        yield
+    finally:
+        _FRAMEWORK_SAVE.reset(token)
+
+
+def payload_kind(torch: Any, obj: Any) -> str:
+    """``model`` when ``obj`` holds weights, else ``artifact`` (see the module documentation)."""
+    return "model" if _has_weights(torch, obj, 4) else "artifact"
+
+
+def _has_weights(torch: Any, obj: Any, depth: int) -> bool:
+    if isinstance(obj, torch.nn.Module):
+        return True
+    if isinstance(obj, torch.Tensor):
+        # weights are floating-point arrays (RNG states are uint8, counters are scalars)
+        return bool(obj.is_floating_point() and obj.dim() > 0)
+    if depth <= 0:
+        return False
+    if isinstance(obj, Mapping):
+        if obj.keys() >= _OPTIMIZER_STATE:
+            return False  # optimizer state: moments of the weights, not weights
+        values: Any = obj.values()
+    elif isinstance(obj, (list, tuple)):
+        values = obj
+    else:
+        return False
+    for n, value in enumerate(values):
+        if n >= 64:  # a state dict has a tensor among its first entries
+            return False
+        if _has_weights(torch, value, depth - 1):
+            return True
+    return False
 
 
 def sha256_file(path: str) -> str:
@@ -133,7 +186,7 @@ def wrap(
     name = spans.CHECKPOINT_SAVE if operation == "save" else spans.CHECKPOINT_LOAD
 
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        if not (guard.ok and tracker.active()):
+        if not (guard.ok and tracker.active()) or _FRAMEWORK_SAVE.get():
             return wrapped(*args, **kwargs)
         span = None
         f = None
@@ -146,10 +199,12 @@ def wrap(
                 path = opened  # its size and digest once torch has written through it
             position = f.tell() if path is None and hasattr(f, "tell") else None
             extra = None
+            kind = "model"
             if operation == "save" and fmt == "torch":
                 obj = args[0] if args else kwargs.get("obj")
                 extra = hparams.checkpoint_entries(obj)
-            span = start_file_span(tracker, name, operation, path, "model", fmt, extra)
+                kind = payload_kind(tracker.torch, obj)
+            span = start_file_span(tracker, name, operation, path, kind, fmt, extra)
         except Exception:
             guard.fail()
         if span is None:
@@ -163,6 +218,8 @@ def wrap(
             raise
         end = time.time_ns()
         try:
+            if operation == "load" and fmt == "torch":
+                span.set_attribute(sc.ML_ARTIFACT_KIND, payload_kind(tracker.torch, result))
             if opened is not None and operation == "save" and f is not None:
                 f.flush()  # what torch wrote reaches the file before it is hashed
             if path is None and position is not None and f is not None:

@@ -14,7 +14,9 @@ imported yet, a DataLoader worker, after the run ended) it does nothing and retu
 * :func:`begin_evaluation` / :func:`end_evaluation` (or :func:`evaluation`) — a framework
   evaluates: the passes it opens get ``context`` (``validation``/``test``; None: decided by the
   data and what follows, like any evaluation) and ``dataset`` as their data identity;
-* :func:`sanity_check` — passes, losses and values are not recorded while it is on.
+* :func:`sanity_check` — passes, losses and values are not recorded while it is on;
+* :func:`framework_save` — a context in which ``torch.save`` / ``torch.load`` / safetensors
+  calls are not recorded: the framework records the file it wrote with :func:`artifact`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = [
     "begin_evaluation",
     "end_evaluation",
     "evaluation",
+    "framework_save",
     "log",
     "params",
     "sanity_check",
@@ -68,7 +71,8 @@ def log(name: str, value: Any, step: int | None = None, context: str | None = No
 
 
 def params(mapping: Any, source: str | None = None, prefix: str = "") -> bool:
-    """Record configuration as hyperparameters of the run (``ml.hparam.<prefix><key>``).
+    """Record configuration as hyperparameters of the run (``ml.hparam.<prefix><key>``), on
+    short ``ml.log`` spans of its own under the run (any number of keys).
 
     ``source`` names where it came from (``"TrainingArguments"``); it is not part of the names.
     Before torch is imported the values wait for the run.
@@ -86,7 +90,11 @@ def params(mapping: Any, source: str | None = None, prefix: str = "") -> bool:
     if not values:
         return False
     try:
-        instrumentor._set_run(values)
+        tracker = instrumentor.tracker
+        if tracker is not None and tracker.active():
+            tracker.log_params(values)  # on spans of their own: the run span's limit
+        else:
+            instrumentor._set_run(values)  # before torch is imported: with the run
     except Exception:
         logger.exception("provtel: could not record the configuration from %s", source)
         return False
@@ -137,3 +145,13 @@ def sanity_check(on: bool) -> None:
     tracker = _tracker()
     if tracker is not None:
         tracker.sanity_check(on)
+
+
+@contextmanager
+def framework_save() -> Iterator[None]:
+    """Inside: file saves and loads of torch / safetensors are not recorded (a framework that
+    writes a checkpoint through a buffer and records the file with :func:`artifact`)."""
+    from provtel.instrumentation.torch import checkpoint
+
+    with checkpoint.framework_save():
+        yield

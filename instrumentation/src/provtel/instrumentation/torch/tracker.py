@@ -44,6 +44,8 @@ from provtel.semconv.redaction import redact_argv, redact_url
 from provtel.semconv.workers import pool_worker
 
 logger = logging.getLogger("provtel.instrumentation.torch")
+#: hyperparameters per ``ml.log`` span of configuration (below the SDK's 128 attributes)
+PARAMS_PER_SPAN = 100
 perf = time.perf_counter_ns
 
 
@@ -65,6 +67,7 @@ class Tracker:
         self._context_token: object | None = None
         self.pending: dict[str, Any] = {}
         self.known: dict[str, Any] = {}
+        self.param_batches: list[dict[str, Any]] = []  # log_params(), sent with each run
         self.run_name: str | None = None
         self.pending_digests: list[futures.Future[None]] = []
         # passes and steps
@@ -154,6 +157,8 @@ class Tracker:
         self._git_thread.start()
         if self._flusher_stop is None:
             self._start_idle_flusher()
+        for batch in self.param_batches:
+            self._send_params(batch)
         return self.run_context
 
     def _add_git(self) -> None:
@@ -173,6 +178,28 @@ class Tracker:
             self.run_span.set_attributes(attributes)
         else:
             self.pending.update(attributes)
+
+    def log_params(self, values: dict[str, Any]) -> None:
+        """A batch of configuration (``ml.hparam.*``: a framework's arguments, a config file):
+        on short ``ml.log`` spans of its own, children of the run, now or when the run starts.
+        On the run span a big batch would overflow the SDK's attribute limit per span (128 by
+        default), which silently evicts the run's oldest attributes. Remembered for later runs
+        of the process, like :meth:`set_run_attributes`."""
+        self.param_batches.append(values)
+        if self.run_span is not None:
+            self._send_params(values)
+
+    def _send_params(self, values: dict[str, Any]) -> None:
+        items = list(values.items())
+        now = time.time_ns()
+        for i in range(0, len(items), PARAMS_PER_SPAN):
+            span = self.tracer.start_span(
+                spans.LOG,
+                context=self.run_context,
+                start_time=now,
+                attributes=dict(items[i : i + PARAMS_PER_SPAN]),
+            )
+            span.end(end_time=now)
 
     def finish(self) -> None:
         """End everything at exit (or uninstrument): open step, block, passes, the run."""

@@ -337,7 +337,10 @@ def _save_checkpoint() -> Any:
     guard = Guard("Lightning save_checkpoint")
 
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        result = wrapped(*args, **kwargs)
+        if not guard.ok:
+            return wrapped(*args, **kwargs)
+        with events.framework_save():  # its torch.save into a buffer is this file
+            result = wrapped(*args, **kwargs)
         if guard.ok:
             try:
                 given = args[0] if args else None
