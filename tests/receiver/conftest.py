@@ -10,6 +10,7 @@ import pytest
 
 from provtel.exporter.receiver import ReceiverConfig, ReceiverServer
 from provtel.exporter.receiver.limits import ServeLimits
+from tests.receiver.helpers import ServeProcess
 
 _LIMITS = set(ServeLimits.__dataclass_fields__)
 
@@ -37,3 +38,11 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., ReceiverServer]]:
     yield start
     for server in servers:
         server.stop(grace_s=1.0)
+
+
+@pytest.fixture(autouse=True)
+def _no_receiver_left_running() -> Iterator[None]:
+    """Kill (and wait for) any ``provtel serve`` subprocess a test left running -- a test that
+    failed before stopping its server must not leave it behind for the rest of the session."""
+    yield
+    ServeProcess.stop_all()

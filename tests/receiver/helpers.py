@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import gzip
 import http.client
 import json
@@ -15,7 +16,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import grpc
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
@@ -201,7 +202,13 @@ _LISTENING = re.compile(r"listening grpc=(\S+) http=(\S+) output=(.+)")
 
 
 class ServeProcess:
-    """``provtel serve`` as a subprocess (what a user runs), on loopback and given ports."""
+    """``provtel serve`` as a subprocess (what a user runs), on loopback and given ports.
+
+    Every one started and not yet stopped is in :attr:`running`; :meth:`stop_all` (run after
+    each receiver test by its conftest, and at exit) kills and waits for them, so a test that
+    fails before its ``stop()`` leaves no server behind."""
+
+    running: ClassVar[set[ServeProcess]] = set()
 
     def __init__(self, output: Path, *args: str, grpc_port: int = 0, http_port: int = 0) -> None:
         self.output = output
@@ -226,12 +233,12 @@ class ServeProcess:
             text=True,
             env={k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
         )
+        ServeProcess.running.add(self)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         match = _LISTENING.search(line)
         if match is None:
-            self.proc.kill()
-            self.proc.wait()
+            self.kill()
             raise AssertionError(f"provtel serve did not start: {line!r}\n{self.log_text()}")
         self.grpc_port = int(match.group(1).rsplit(":", 1)[1])
         self.http_port = int(match.group(2).rsplit(":", 1)[1])
@@ -246,15 +253,36 @@ class ServeProcess:
         """SIGKILL: no shutdown code runs."""
         self.proc.kill()
         self.proc.wait()
-        self._log.close()
+        self._closed()
 
-    def stop(self) -> int:
-        """SIGTERM and wait; the exit status."""
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait (SIGKILL after ``timeout`` seconds); the exit status."""
         if self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(timeout=30)
-        self._log.close()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._closed()
         return self.proc.returncode
+
+    def _closed(self) -> None:
+        ServeProcess.running.discard(self)
+        self._log.close()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    @classmethod
+    def stop_all(cls) -> int:
+        """Kill and wait for every receiver still running; how many there were."""
+        left = list(cls.running)
+        for server in left:
+            server.kill()
+        return len(left)
+
+
+atexit.register(ServeProcess.stop_all)
 
 
 def wait_for(predicate: Any, timeout: float = 30.0, what: str = "condition") -> Any:

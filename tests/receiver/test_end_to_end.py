@@ -119,8 +119,14 @@ def test_two_ranks_over_grpc_and_http_make_one_document_and_convert_agrees(
             start_rank(script, rank_env(0, "grpc", server.grpc_port)),
             start_rank(script, rank_env(1, "http/protobuf", server.http_port)),
         ]
-        for proc in ranks:
-            finish(proc)
+        try:
+            for proc in ranks:
+                finish(proc)
+        finally:
+            for proc in ranks:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
         (document,) = wait_for(lambda: documents(tmp_path / "served"), what="the run's document")
     finally:
         assert server.stop() == 0, server.log_text()
@@ -205,6 +211,9 @@ def test_a_receiver_killed_mid_run_loses_nothing_it_acknowledged(
         for proc in (rank0, rank1):
             if proc.poll() is None:
                 proc.kill()
+                proc.wait()
+        if first.proc.poll() is None:  # failed before its kill: no server left behind
+            first.kill()
 
     doc = assert_valid(document)
     sent = {s for r in (0, 1) for s in json.loads((tmp_path / f"spans_{r}.json").read_text())}

@@ -16,11 +16,13 @@ from google.rpc.error_details_pb2 import RetryInfo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
+from opentelemetry.sdk.resources import Resource
 
 from provtel.exporter.prov.otlp import to_json
 from provtel.exporter.prov.validate import assert_valid, check_file
@@ -466,3 +468,68 @@ def test_a_span_with_a_malformed_attribute_refuses_the_whole_request(
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert not list(server.output_dir.glob("*/journal.jsonl"))  # nothing kept
     assert post(server.http_port, "/v1/traces", good)[0] == 200
+
+
+def test_the_archive_is_private_as_run_folders_are(serve: Serve, tmp_path: Path) -> None:
+    """``--archive`` holds everything the run folders hold: created 0600 (the configured file
+    mode), appended a whole line at a time."""
+    import os
+    import stat
+
+    archive = tmp_path / "new folder" / "otlp.jsonl"
+    server = serve(archive=archive)
+    request = trace_request(training_spans(resource()))
+    assert post(server.http_port, "/v1/traces", request.SerializeToString())[0] == 200
+    server.stop(grace_s=1.0)
+    assert stat.S_IMODE(os.stat(archive).st_mode) == 0o600
+    (line,) = archive.read_text(encoding="utf-8").splitlines()
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from provtel.exporter.prov.otlp import parse_json
+
+    assert parse_json(line, ExportTraceServiceRequest) == request
+    (run_dir,) = [d for d in server.output_dir.iterdir() if d.is_dir()]
+    assert stat.S_IMODE(os.stat(run_dir).st_mode) == 0o700
+
+
+def _gauge_points(instance: str, n: int) -> ExportMetricsServiceRequest:
+    """One resource's gauge with ``n`` points (one series), as a metrics request."""
+    request = ExportMetricsServiceRequest()
+    rm = request.resource_metrics.add()
+    for key, value in (("service.name", "train"), ("service.instance.id", instance)):
+        rm.resource.attributes.add(key=key).value.string_value = value
+    gauge = rm.scope_metrics.add().metrics.add(name="hw.power", unit="W").gauge
+    for i in range(n):
+        gauge.data_points.add(time_unix_nano=1_795_000_000_000_000_000 + i, as_double=i + 0.5)
+    return request
+
+
+def test_a_split_request_refused_part_way_is_not_journaled_twice_when_retried(
+    serve: Serve,
+) -> None:
+    """A request split into chunks whose later chunk is refused ("retry later") had its first
+    chunks journaled; the client's retry (the same bytes) journals only the rest: every point
+    is one row, none twice."""
+    server = serve(decode_chunk_bytes=1024, max_pending_resources=1, grace_s=3600)
+    request = _gauge_points("instance-a", 300)
+    request.MergeFrom(_gauge_points("instance-b", 300))  # a second resource: a second pending
+    body = request.SerializeToString()
+    from provtel.exporter.receiver.decode import chunks
+
+    assert len(list(chunks(body, "metrics", 1024))) > 4
+    status, headers, _ = post(server.http_port, "/v1/metrics", body)
+    assert status == 503 and "retry-after" in headers  # instance-b's points: no room
+    # instance-a's spans arrive: its run takes its pending points, so there is room again.
+    instance_a = Resource.create({"service.name": "train", "service.instance.id": "instance-a"})
+    spans = training_spans(instance_a, trace_id=0xA11)
+    assert post(server.http_port, "/v1/traces", trace_request(spans).SerializeToString())[0] == 200
+    assert post(server.http_port, "/v1/metrics", body)[0] == 200  # the client's retry
+    server.stop(grace_s=1.0)
+
+    (run_dir,) = [d for d in server.output_dir.iterdir() if (d / "journal.jsonl").exists()]
+    (series,) = (run_dir / "metrics").glob("hw.power*.csv")
+    times = [line.split(",")[0] for line in series.read_text().splitlines()[1:]]
+    assert len(times) == 300 and len(set(times)) == 300  # instance-a's points, each once
+    (pending,) = (server.output_dir / ".pending").glob("*.jsonl")
+    waiting = [json.loads(line) for line in pending.read_text().splitlines()]
+    assert sum(len(rec["points"]) for rec in waiting) == 300  # instance-b's, each once

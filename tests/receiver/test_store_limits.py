@@ -243,9 +243,18 @@ def _serve_on_a_full_disk(output: Path, limit: int, log: Path) -> subprocess.Pop
         )  # fmt: skip
 
 
-def _close(proc: subprocess.Popen[str]) -> None:
+def _close(proc: subprocess.Popen[str]) -> int:
+    """Stop the server (SIGTERM; SIGKILL if it takes 30 s) and wait for it; its exit status."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
     if proc.stdout is not None:
         proc.stdout.close()
+    return proc.returncode
 
 
 def _http_port(proc: subprocess.Popen[str]) -> int:
@@ -269,13 +278,14 @@ def test_a_request_refused_on_a_full_disk_never_corrupts_the_next(tmp_path: Path
     last = training_spans(resource(), trace_id=0xF011, seed=9, epochs=1)
 
     proc = _serve_on_a_full_disk(output, 64_000, tmp_path / "serve1.log")
-    port = _http_port(proc)
-    assert post(port, "/v1/traces", trace_request(first).SerializeToString())[0] == 200
-    refused = post(port, "/v1/traces", trace_request(big).SerializeToString())[0]
-    assert refused in (429, 503)  # "retry later": the client keeps the spans
-    proc.terminate()
-    assert proc.wait(30) == 0
-    _close(proc)
+    try:
+        port = _http_port(proc)
+        assert post(port, "/v1/traces", trace_request(first).SerializeToString())[0] == 200
+        refused = post(port, "/v1/traces", trace_request(big).SerializeToString())[0]
+        assert refused in (429, 503)  # "retry later": the client keeps the spans
+    finally:
+        status = _close(proc)
+    assert status == 0
     (journal_path,) = output.glob("*/journal.jsonl")
     assert journal_path.read_bytes().endswith(b"\n")
 
@@ -287,8 +297,6 @@ def test_a_request_refused_on_a_full_disk_never_corrupts_the_next(tmp_path: Path
         assert post(port, "/v1/traces", trace_request(last).SerializeToString())[0] == 200
         doc_path = wait_for(lambda: list(output.glob("*/prov.json")), what="the document")[0]
     finally:
-        proc.terminate()
-        proc.wait(30)
         _close(proc)
     doc = assert_valid(doc_path, round_trips=False)
     sent = {f"{s.context.span_id:016x}" for s in first + big + last}

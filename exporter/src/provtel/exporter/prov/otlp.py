@@ -365,7 +365,7 @@ def convert_spans(request: ExportTraceServiceRequest | Message) -> SpanBatch:
                     batch.reject("end_time_unix_nano before start_time_unix_nano")
                     continue
                 attributes = span_attrs(span.attributes)
-                if list in set(map(type, attributes.values())):
+                if list in map(type, attributes.values()):  # stops at the first array
                     problem = _step_arrays_problem(attributes)
                     if problem:
                         batch.reject(problem)

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsPartialSuccess,
@@ -29,6 +29,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from provtel.exporter.prov.files import AppendFile, cut_torn_tail, make_dirs
 from provtel.exporter.prov.otlp import convert_metrics, convert_spans, to_json
 from provtel.exporter.receiver.prometheus import PrometheusView
 from provtel.exporter.receiver.runs import Overloaded, Router
@@ -124,19 +125,28 @@ class InflightBudget:
 
 
 class _Archive:
-    """Acknowledged requests as OTLP/JSON lines (the Collector file exporter's format)."""
+    """Acknowledged requests as OTLP/JSON lines (the Collector file exporter's format).
+
+    Private as run folders are (the configured file mode, 0600 by default), and appended a
+    whole line at a time, as the journal is: a line torn by a kill or a full disk is cut when
+    the archive is opened again."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)  # a folder the user names: their umask, as for --output
         self.path = path
-        self._file: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115 closed in close()
+        cut_torn_tail(path)
+        self._file: AppendFile | None = AppendFile(path)
 
     def write(self, line: str) -> None:
-        self._file.write(line + "\n")
-        self._file.flush()
+        if self._file is None:
+            raise ValueError(f"{self.path} is closed")
+        self._file.append((line + "\n").encode("utf-8", "surrogatepass"))
 
     def close(self) -> None:
-        self._file.close()
+        """Close the archive. Idempotent."""
+        out, self._file = self._file, None
+        if out is not None:
+            out.close()
 
 
 @dataclass

@@ -20,17 +20,20 @@ bound it in bytes:
   clients.
 
 A split request is first decoded chunk by chunk only to check it (a malformed request is
-refused whole, nothing kept, as before). One caveat: the chunks are then journaled one after
-the other; if a later chunk is refused (the receiver is full, the disk is full), the client is
-told to retry the whole request, and the chunks already journaled arrive twice, as with any
-client retry of a request whose answer was lost. Requests that fit one chunk are
-all-or-nothing as before.
+refused whole, nothing kept, as before). The chunks are then journaled one after the other; if
+a later chunk is refused (the receiver is full, the disk is full), the client is told to retry
+the whole request, and the receiver remembers (by a digest of the request's bytes, for the last
+:data:`REMEMBERED_SPLITS` such requests) how many of its chunks it journaled: the retry, the
+same bytes, journals only the rest, so nothing arrives twice (a run finalised meanwhile is not
+reopened by its own spans). Requests that fit one chunk are all-or-nothing as before.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
@@ -49,6 +52,8 @@ from provtel.exporter.receiver.limits import CHUNK_BYTES, DECODE_BUDGET_BYTES
 
 #: Worst-case decoded bytes per encoded byte (measured 89 for a request of empty spans).
 DECODED_BYTES_PER_WIRE_BYTE = 96
+#: Split requests refused part-way whose journaled chunks are remembered for their retry.
+REMEMBERED_SPLITS = 64
 
 # Where the repeated items are, as field numbers from the request down (opentelemetry-proto):
 # ExportTraceServiceRequest.resource_spans(1) / ResourceSpans.scope_spans(2) /
@@ -236,6 +241,9 @@ class Ingest:
         self.receiver = receiver
         self.budget = DecodeBudget(decode_budget_bytes)
         self.chunk_bytes = chunk_bytes
+        # digest of a split request refused part-way -> (chunks journaled, their response)
+        self._partial: OrderedDict[bytes, tuple[int, Any]] = OrderedDict()
+        self._partial_lock = threading.Lock()
 
     def export(self, signal: str, body: bytes, json_body: bool = False) -> Any:
         """Decode and journal an OTLP request (``signal``: ``traces`` or ``metrics``); return
@@ -260,14 +268,29 @@ class Ingest:
             # A split request is checked whole before any of it is journaled, so that a
             # malformed one is refused whole (400, nothing kept) as an unsplit one is. The
             # chunks together are about the size of the body.
+            digest = hashlib.sha256(signal.encode() + body).digest()
             parts = list(chunks(body, signal, self.chunk_bytes))
             del body
             for part in parts:
                 with self.budget.hold(len(part)):
                     parse_protobuf(part, request_type)
+        with self._partial_lock:
+            done, earlier = self._partial.pop(digest, (0, None))
+        if earlier is not None:
+            total.CopyFrom(earlier)  # what the chunks journaled before answered
+        del parts[:done]
         while parts:
             part = parts.pop(0)
-            with self.budget.hold(len(part)):
-                response = export(parse_protobuf(part, fast_type))
+            try:
+                with self.budget.hold(len(part)):
+                    response = export(parse_protobuf(part, fast_type))
+            except BaseException:
+                if done:  # journaled in part: the retry journals only the rest
+                    with self._partial_lock:
+                        self._partial[digest] = (done, total)
+                        while len(self._partial) > REMEMBERED_SPLITS:
+                            self._partial.popitem(last=False)
+                raise
             _merge(total, response, signal)
+            done += 1
         return total
