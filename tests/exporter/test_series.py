@@ -285,3 +285,23 @@ def test_repeated_values_keep_their_own_text() -> None:
         for i, (v, s) in enumerate(zip(values, starts, strict=True))
     )
     assert text == expected
+
+
+def test_runs_can_share_one_pool_of_open_files(tmp_path: Path) -> None:
+    from provtel.exporter.prov.files import OpenFiles
+
+    pool = OpenFiles(limit=4)
+    stores = [RunStore(create_run_dir(tmp_path, f"run{i}"), files=pool) for i in range(2)]
+    for round_ in range(3):
+        for n, store in enumerate(stores):
+            store.add_spans([block(n + 1, round_ + 1, True, first=6 * round_)])
+    assert len(pool._open) == 4  # 2 runs x 3 series, the pool's limit
+    first = stores[0].finalize()
+    assert all(not p.is_relative_to(stores[0].dir) for p in pool._open)  # only its own closed
+    stores[1].add_spans([block(2, 9, True, first=18)])
+    second = stores[1].finalize()
+    assert not pool._open
+    for document, steps in ((first, 18), (second, 24)):
+        lines = rows(document.parent / "metrics" / "loss_training.csv")
+        assert [int(line.split(",")[0]) for line in lines] == list(range(steps))
+        assert metric(assert_valid(document), "loss")["provtel:count"] == steps

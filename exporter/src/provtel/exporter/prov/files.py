@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import stat
+import threading
 from pathlib import Path
 from typing import Protocol
 
@@ -191,41 +192,53 @@ class AppendFile:
 
 
 class OpenFiles:
-    """The append-only files of a run kept open, at most ``limit`` of them (the least recently
-    used is closed first), so that a series append is one ``write``: no ``open``, ``fstat``,
-    ``close`` or mode lookup per append. The file mode is resolved once, when created.
-    ``limit`` 0 opens and closes each time. Not thread-safe (the run store serialises)."""
+    """Append-only files kept open, at most ``limit`` of them (the least recently used is
+    closed first), so that a series append is one ``write``: no ``open``, ``fstat``, ``close``
+    or mode lookup per append. The file mode is resolved once, when created; ``limit`` 0 opens
+    and closes each time.
+
+    One pool may serve many runs (``provtel serve``: one per process, sized from the
+    descriptor limit); appends and closes are serialised by a lock, and :meth:`close` with
+    ``under`` closes only one run's files.
+    """
 
     def __init__(self, limit: int = 64, mode: int | None = None) -> None:
         self.limit = limit
         self.mode = file_mode() if mode is None else mode
         self._open: dict[Path, AppendFile] = {}
+        self._lock = threading.Lock()
 
     def append(self, path: Path, data: bytes, header: bytes = b"") -> None:
         """Append whole lines (or records) line-atomically; ``header`` is written first when the
         file is new or empty."""
-        out = self._open.pop(path, None)
-        if out is None:
-            out = AppendFile(path, mode=self.mode)
-        try:
-            out.append(header + data if header and out.size == 0 else data)
-        finally:
-            if self.limit <= 0:
-                out.close()
-            else:
-                self._open[path] = out  # most recently used last
-                while len(self._open) > self.limit:
-                    self._open.pop(next(iter(self._open))).close()
-
-    def close(self) -> None:
-        """Close every open file. Idempotent; the files reopen on the next append."""
-        errors = []
-        while self._open:
-            _, out = self._open.popitem()
+        with self._lock:
+            out = self._open.pop(path, None)
+            if out is None:
+                out = AppendFile(path, mode=self.mode)
             try:
-                out.close()
-            except OSError as exc:
-                errors.append(exc)
+                out.append(header + data if header and out.size == 0 else data)
+            finally:
+                if self.limit <= 0:
+                    out.close()
+                else:
+                    self._open[path] = out  # most recently used last
+                    while len(self._open) > self.limit:
+                        self._open.pop(next(iter(self._open))).close()
+
+    def close(self, under: Path | None = None) -> None:
+        """Close the open files (only those below folder ``under`` when given). Idempotent;
+        the files reopen on the next append."""
+        with self._lock:
+            if under is None:
+                paths = list(self._open)
+            else:
+                paths = [p for p in self._open if p.is_relative_to(under)]
+            errors = []
+            for path in paths:
+                try:
+                    self._open.pop(path).close()
+                except OSError as exc:
+                    errors.append(exc)
         if errors:
             raise errors[0]
 

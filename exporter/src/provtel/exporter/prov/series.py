@@ -356,6 +356,16 @@ class Series:
     trace_id: str | None = None
     resource: str | None = None
     stats: SeriesStats = field(default_factory=SeriesStats)
+    _paths: tuple[Path, Path, Path] | None = field(default=None, repr=False, compare=False)
+
+    def _files(self, root: Path) -> tuple[Path, Path]:
+        # (CSV, spool) under ``root``, built once: pathlib's parsing and hashing per append
+        # would cost more than the write.
+        paths = self._paths
+        if paths is None or paths[0] is not root:
+            csv = root / self.relpath
+            paths = self._paths = (root, csv, csv.with_name(csv.name + SPOOL_SUFFIX))
+        return paths[1], paths[2]
 
     @property
     def spooled(self) -> bool:
@@ -364,7 +374,7 @@ class Series:
 
     def spool_path(self, root: Path) -> Path:
         """Where the series' spool is (per-step series)."""
-        return root / (self.relpath + SPOOL_SUFFIX)
+        return self._files(root)[1]
 
     def append(
         self, root: Path, rows: Iterable[Sequence[Any]], files: OpenFiles | None = None
@@ -378,7 +388,7 @@ class Series:
         header = (",".join(self.columns) + "\n").encode()
         # Whole rows or none (a full disk never leaves half a row for the next one to extend);
         # first: a refused write counts nothing.
-        (files or OpenFiles(0)).append(root / self.relpath, data, header)
+        (files or OpenFiles(0)).append(self._files(root)[0], data, header)
         self.stats.add_many([row[value_at] for row in rows])
 
     def append_steps(self, root: Path, rows: StepRows, files: OpenFiles | None = None) -> None:

@@ -124,7 +124,8 @@ class RunStore:
     """The on-disk state of one run; not thread-safe (callers serialise).
 
     ``journal_file`` replaces the journal's file object (tests pass one that fails half-way
-    through a write, as a full disk does).
+    through a write, as a full disk does). ``files`` is a pool of open series files to share
+    with other runs of the process (``provtel serve``); by default the run keeps up to 64 open.
     """
 
     def __init__(
@@ -132,6 +133,7 @@ class RunStore:
         run_dir: Path,
         formats: Iterable[str] = ("json",),
         journal_file: RawFile | None = None,
+        files: OpenFiles | None = None,
     ) -> None:
         self.dir = run_dir
         self.formats = tuple(formats)
@@ -147,8 +149,8 @@ class RunStore:
         #: Bytes the series registry holds in memory, about (identities, labels, attributes).
         self.held_bytes = 0
         make_dir(run_dir / METRICS_DIR, exist_ok=True)
-        # Series files stay open between appends (a few dozen at most); the mode is read once.
-        self._files = OpenFiles(limit=_OPEN_SERIES_FILES, mode=file_mode())
+        # Series files stay open between appends; the mode is read once.
+        self._files = files if files is not None else OpenFiles(_OPEN_SERIES_FILES, file_mode())
         self._journal = JournalWriter(run_dir / JOURNAL, journal_file)
 
     @property
@@ -282,12 +284,14 @@ class RunStore:
         """Close the journal *without* finalising: the run stays unfinished on disk and
         :meth:`reopen` continues it. Idempotent."""
         try:
-            self._files.close()
+            self._files.close(under=self.dir)
         finally:
             self._journal.close()
 
     @classmethod
-    def reopen(cls, run_dir: Path, formats: Iterable[str] = ("json",)) -> RunStore:
+    def reopen(
+        cls, run_dir: Path, formats: Iterable[str] = ("json",), files: OpenFiles | None = None
+    ) -> RunStore:
         """Continue an unfinished run: ``run_dir`` has a journal and no ``prov.json``.
 
         The series registry and the known resources are restored from the journal (as
@@ -315,7 +319,7 @@ class RunStore:
                     s.adopt_csv(run_dir)  # rows an older provtel wrote to the CSV itself
                 s.rescan(run_dir)
                 series[s.key] = s
-        store = cls(run_dir, formats)
+        store = cls(run_dir, formats, files=files)
         store._series = series
         for s in series.values():
             store._paths.reserve(s.relpath[len(METRICS_DIR) + 1 : -len(".csv")])
