@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import provtel
 from provtel.instrumentation.torch import TorchInstrumentor, events
 from provtel.instrumentation.torch import tracker as tracker_module
+from provtel.semconv import columns
 from tests.support import unpacked
 
 
@@ -176,6 +177,75 @@ def test_dataloader_evaluation_records_its_losses(spans: Any) -> None:
     ]
     assert losses == [v for v, _ in batches]
     assert ("eval_loss", computed[0], 4, evaluation["ml.context"]) in _logged(found)
+
+
+def _column(attributes: dict[str, Any], name: str) -> list[Any]:
+    """A block's per-step column, packed (``<name>.packed``) or a plain array."""
+    packed = attributes.get(columns.packed_name(name))
+    return columns.decode(packed) if packed is not None else list(attributes.get(name, ()))
+
+
+def _prefetching(loader: DataLoader[Any]) -> Iterator[Any]:
+    """What accelerate's DataLoaderShard does: ask for the next batch before handing out the
+    current one, so the DataLoader ends before the last batch is used."""
+    it = iter(loader)
+    current = next(it)
+    for following in it:
+        yield current
+        current = following
+    yield current
+
+
+def _train_and_validate(wrap: Any) -> tuple[list[float], list[float]]:
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    train = DataLoader(TensorDataset(torch.randn(12, 3), torch.randn(12, 1)), batch_size=4)
+    val = DataLoader(TensorDataset(torch.randn(8, 3), torch.randn(8, 1)), batch_size=4)
+    trained, evaluated = [], []
+    model.train()
+    for x, y in wrap(_prefetching(train), train):
+        loss = F.mse_loss(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        trained.append(loss.item())
+    model.eval()
+    with torch.no_grad():
+        for x, y in wrap(_prefetching(val), val):
+            evaluated.append(F.mse_loss(model(x), y).item())
+    model.train()
+    return trained, evaluated
+
+
+@pytest.mark.parametrize("seen_by", ["framework_loader", "dataloader"])
+def test_a_loader_that_prefetches_keeps_its_last_batch(spans: Any, seen_by: str) -> None:
+    """Seen at the framework's loader (events.framework_loader, as the accelerate integration
+    does) or only at the DataLoader it drives (which then ends a batch early and drains): one
+    epoch of 3 batches and one validation of 2, every loss in its pass, no extra pass."""
+    if seen_by == "framework_loader":
+        trained, evaluated = _train_and_validate(events.framework_loader)
+    else:
+        trained, evaluated = _train_and_validate(lambda iterator, loader: iterator)
+    found = spans()
+    passes = _passes(found)
+    assert [(p["ml.activity"], p["ml.context"], p["ml.pass.batches"]) for p in passes] == [
+        ("epoch", "training", 3),
+        ("evaluation", "test", 2),
+    ]
+    assert {p["ml.pass.source"] for p in passes} == {"dataloader"}
+    assert passes[1]["ml.eval.loss"] == sum(v * 4 for v in evaluated) / 8
+    losses = [
+        v
+        for a in sorted(
+            (_attrs(s) for s in found if s.name == "ml.step_block"),
+            key=lambda a: a["ml.step.first"],
+        )
+        if a["ml.context"] == "training"
+        for v in _column(a, "ml.step.loss")
+        if v == v
+    ]
+    assert losses == trained
 
 
 def test_logged_values_land_on_the_open_activity(spans: Any) -> None:

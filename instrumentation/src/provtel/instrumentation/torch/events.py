@@ -15,6 +15,8 @@ imported yet, a DataLoader worker, after the run ended) it does nothing and retu
   evaluates: the passes it opens get ``context`` (``validation``/``test``; None: decided by the
   data and what follows, like any evaluation) and ``dataset`` as their data identity;
 * :func:`sanity_check` — passes, losses and values are not recorded while it is on;
+* :func:`framework_loader` — the iterator of a framework's own loader that drives a DataLoader
+  inside and asks it for a batch ahead (accelerate): that loader's iteration is the pass;
 * :func:`framework_save` — a context in which ``torch.save`` / ``torch.load`` / safetensors
   calls are not recorded: the framework records the file it wrote with :func:`artifact`.
 """
@@ -36,6 +38,7 @@ __all__ = [
     "begin_evaluation",
     "end_evaluation",
     "evaluation",
+    "framework_loader",
     "framework_save",
     "log",
     "params",
@@ -155,3 +158,19 @@ def framework_save() -> Iterator[None]:
 
     with checkpoint.framework_save():
         yield
+
+
+def framework_loader(iterator: Any, loader: Any) -> Any:
+    """``iterator`` (of ``loader``, a framework's loader driving a torch DataLoader inside)
+    as the pass: its batches timed as the framework hands them out, the DataLoader inside not a
+    pass of its own. Returns ``iterator`` unchanged when nothing is recorded."""
+    tracker = _tracker()
+    if tracker is None:
+        return iterator
+    from provtel.instrumentation.torch import loader as loaders
+
+    try:
+        return loaders.framework_iterator(tracker, iterator, loader)
+    except Exception:
+        logger.exception("provtel: could not follow the loader %r", type(loader).__name__)
+        return iterator

@@ -4,12 +4,13 @@ each event to the tracker (:meth:`Tracker.loader_begin`, :meth:`Tracker.batch_fe
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from provtel.instrumentation.torch._guard import Guard
 from provtel.instrumentation.torch.tracker import Pass, Tracker, batch_size, perf
 
-__all__ = ["LoaderIterator", "batch_size", "wrap_iter"]
+__all__ = ["LoaderIterator", "batch_size", "framework_iterator", "wrap_iter"]
 
 guard = Guard("DataLoader")
 
@@ -75,13 +76,53 @@ class LoaderIterator:
                 guard.fail()
 
 
+#: ``depth``: >0 while a framework's loader starts iterating the DataLoader it drives
+_inner = threading.local()
+
+
+class _Driving:
+    """A framework loader's iterator (a generator): while its first batch is asked for, the
+    DataLoader it iterates inside is not a pass of its own (:func:`framework_iterator`)."""
+
+    __slots__ = ("_first", "_it")
+
+    def __init__(self, iterator: Any) -> None:
+        self._it = iterator
+        self._first = True
+
+    def __iter__(self) -> _Driving:
+        return self
+
+    def __next__(self) -> Any:
+        if not self._first:
+            return next(self._it)
+        self._first = False
+        _inner.depth = getattr(_inner, "depth", 0) + 1
+        try:
+            return next(self._it)
+        finally:
+            _inner.depth -= 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._it, name)
+
+
+def framework_iterator(tracker: Tracker, iterator: Any, loader: Any) -> Any:
+    """The pass of a framework's loader that drives a DataLoader inside and asks it for one
+    batch ahead (accelerate's ``DataLoaderShard``): its batches are timed as the framework hands
+    them out, so each step is one batch the training sees and the pass ends after its last."""
+    if not (guard.ok and tracker.active()):
+        return iterator
+    return LoaderIterator(_Driving(iterator), loader, tracker)
+
+
 def wrap_iter(tracker: Tracker) -> Any:
     """A wrapt wrapper for ``DataLoader.__iter__``."""
     guard.ok = True  # a hook that failed under a previous instrument() starts afresh
 
     def __iter__(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         iterator = wrapped(*args, **kwargs)
-        if not (guard.ok and tracker.active()):
+        if not (guard.ok and tracker.active()) or getattr(_inner, "depth", 0) > 0:
             return iterator
         return LoaderIterator(iterator, instance, tracker)
 

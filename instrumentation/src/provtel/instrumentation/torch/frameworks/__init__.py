@@ -27,6 +27,9 @@ it lands on the same passes and steps:
   Weights written by ``save_pretrained`` are recorded by the safetensors/torch.save hooks;
   ``from_pretrained`` of a local folder records the weight files it read.
 
+* **accelerate** (under the HF ``Trainer``): its prepared loaders ask the DataLoader for a batch
+  ahead; their own iteration is the pass (each step one batch the training sees).
+
 A framework version without the expected hook point leaves that integration off, saying so in
 one log line. An integration is loaded only when the script imports the framework (wrapt
 post-import hooks): a script that does not use it pays nothing.
@@ -52,6 +55,7 @@ _HOOKS: tuple[tuple[str, str], ...] = (
     ("pytorch_lightning", "lightning:instrument"),
     ("transformers.trainer", "hf:instrument_trainer"),
     ("transformers.modeling_utils", "hf:instrument_models"),
+    ("accelerate.data_loader", "accelerate:instrument"),
 )
 
 _undo: list[Callable[[], None]] = []
