@@ -4,9 +4,10 @@ The one run store of provtel: the in-process exporter (:mod:`.exporter`), ``prov
 ``provtel convert`` (:mod:`provtel.exporter.receiver.runs`) all keep their runs here, so folder
 naming, series files, finalisation, extra formats and "is this run finished" exist once.
 
-Everything that arrives is appended to ``journal.jsonl`` (:mod:`.journal` owns its format) and
-the per-step arrays and metric points go straight to series files, so memory stays flat however
-long the run. :meth:`RunStore.finalize` streams the journal through the mapping into
+Everything that arrives is appended to ``journal.jsonl`` (:mod:`.journal` owns its format), the
+per-step arrays to binary series spools and the metric points to CSV series files
+(:mod:`.series`), so memory stays flat however long the run. :meth:`RunStore.finalize` writes
+the per-step CSV files from their spools and streams the journal through the mapping into
 ``prov.json`` (and the extra formats). A process killed before that leaves the journal and series
 behind; :func:`recover` turns them into a document later. A run is *finished* when its
 ``prov.json`` exists (:func:`is_finished`).
