@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 BIN = Path(sys.executable).parent
 INSTRUMENT = BIN / "opentelemetry-instrument"
@@ -51,3 +52,18 @@ def provtel_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
         text=True,
         check=False,
     )
+
+
+def unpacked(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A span's attributes with its packed per-step columns (``ml.step.X.packed``,
+    :mod:`provtel.semconv.columns`) decoded back to the plain arrays ``ml.step.X``."""
+    from provtel.semconv import columns
+
+    out: dict[str, Any] = {}
+    for key, value in (attributes or {}).items():
+        name = columns.array_name(key)
+        if name is None:
+            out[key] = value
+        else:
+            out[name] = columns.decode(value)
+    return out

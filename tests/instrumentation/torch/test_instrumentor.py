@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from provtel.instrumentation.torch import TorchInstrumentor, hparams
 from provtel.instrumentation.torch.tracker import Tracker
+from tests.support import unpacked
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"
@@ -91,7 +92,7 @@ def otel(monkeypatch: pytest.MonkeyPatch) -> Iterator[Otel]:
 def blocks(spans: list[ReadableSpan], context: str = "training") -> list[dict[str, Any]]:
     """Attributes of the step-block spans of a context, in step order."""
     found = [
-        dict(s.attributes or {})
+        unpacked(s.attributes)
         for s in spans
         if s.name == "ml.step_block" and (s.attributes or {}).get("ml.context") == context
     ]

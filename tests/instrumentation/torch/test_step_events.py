@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from provtel.instrumentation.torch import tracker as tracker_module
 from provtel.instrumentation.torch.config import Config
 from provtel.instrumentation.torch.tracker import Tracker
+from tests.support import unpacked
 
 MS = 1_000_000
 
@@ -62,7 +63,7 @@ def machine(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Tracker, Clock, A
 
 
 def _blocks(spans: list[ReadableSpan]) -> list[dict[str, Any]]:
-    found = [dict(s.attributes or {}) for s in spans if s.name == "ml.step_block"]
+    found = [unpacked(s.attributes) for s in spans if s.name == "ml.step_block"]
     return sorted(found, key=lambda a: a["ml.step.first"])
 
 

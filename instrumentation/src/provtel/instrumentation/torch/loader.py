@@ -13,6 +13,7 @@ from provtel.instrumentation.torch.tracker import Pass, Tracker, batch_size, per
 __all__ = ["LoaderIterator", "batch_size", "framework_iterator", "wrap_iter"]
 
 guard = Guard("DataLoader")
+_SEQUENCES = (tuple, list)
 
 
 class LoaderIterator:
@@ -53,12 +54,36 @@ class LoaderIterator:
         except BaseException as exc:
             self._stop(t0, isinstance(exc, StopIteration))
             raise
+        t1 = perf()
         p = self._pass
-        if p is not None:
-            try:
-                tracker.batch_fetched(p, t0, perf(), batch)
-            except Exception:
-                guard.fail()
+        if p is None:
+            return batch
+        try:
+            rec = tracker.recorder
+            if (
+                rec.open
+                and tracker.block_pass is p
+                and tracker.step_from_loader
+                and rec.next_index + 1 < tracker.block_end_index
+                and t0 < tracker.block_deadline
+            ):
+                # the usual batch: the next step of the same block (Tracker.batch_fetched's
+                # first case, inlined: this runs once per step)
+                p.batches += 1
+                tracker.last_boundary = t0
+                if (
+                    type(batch) in _SEQUENCES
+                    and batch
+                    and isinstance(batch[0], tracker._tensor_type)
+                ):
+                    first = batch[0]
+                    rec.next_batch(t0, t1 - t0, first.size(0) if first.dim() else 1)
+                else:
+                    rec.next_batch(t0, t1 - t0, batch_size(batch))
+            else:
+                tracker.batch_fetched(p, t0, t1, batch)
+        except Exception:
+            guard.fail()
         return batch
 
     def _stop(self, t0: int, exhausted: bool) -> None:

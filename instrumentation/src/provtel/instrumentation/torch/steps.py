@@ -182,6 +182,40 @@ class StepRecorder:
             self.tail_had_backward = False
             self.tail_loss = None
 
+    def next_batch(self, now: int, data_wait_ns: int, batch_size: int) -> None:
+        """:meth:`advance` to the step of a DataLoader batch that was asked for at ``now`` and
+        waited for ``data_wait_ns``: the DataLoader hot path (one row appended, plain stores)."""
+        start = self.start
+        self.block.rows.append(  # type: ignore[union-attr]  # open: it exists
+            (
+                start + self._offset,
+                now - start,
+                self.data_wait_ns,
+                self.backward_ns,
+                self.optimizer_ns,
+                self.loss,
+                self.lr,
+                self.batch_size,
+                self.skipped,
+            )
+        )
+        self.next_index += 1
+        self.start = now
+        self.data_wait_ns = data_wait_ns
+        self.backward_ns = 0
+        self.optimizer_ns = 0
+        self.loss = None
+        self.lr = math.nan
+        self.batch_size = batch_size
+        self.skipped = 0
+        self.had_backward = False
+        self.stepped = ()
+        if self.tail_start:
+            self.tail_start = 0
+            self.tail_backward_ns = 0
+            self.tail_had_backward = False
+            self.tail_loss = None
+
     def take_block(self) -> Block | None:
         """Hand over the open block (None when empty) and start a new one."""
         block, self.block = self.block, None

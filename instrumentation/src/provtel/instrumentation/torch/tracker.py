@@ -38,8 +38,8 @@ from provtel.instrumentation.torch.passes import EVAL_LOSS_ROW, Pass, Passes
 from provtel.instrumentation.torch.steps import Block, StepRecorder, seconds
 from provtel.semconv import activities as act
 from provtel.semconv import attributes as sc
+from provtel.semconv import columns, spans
 from provtel.semconv import metrics as mc
-from provtel.semconv import spans
 from provtel.semconv.redaction import redact_argv, redact_url
 from provtel.semconv.workers import pool_worker
 
@@ -60,6 +60,11 @@ class Tracker:
         self.pid = os.getpid()
         self.enabled = True
         self._tensor_type: Any = getattr(torch, "Tensor", ())
+        # per-step arrays as packed columns, unless the SDK would cut long strings
+        self._pack = not any(
+            os.environ.get(v)
+            for v in ("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT")
+        )
         self.recorder = StepRecorder()
         self.run_span: Span | None = None
         self.run_context: otel_context.Context | None = None
@@ -824,35 +829,49 @@ class Tracker:
             self._apply_cuda_times(block)
         losses = loss_values(self.torch, block.losses)
         block.losses = []  # release the tensors
+        put = self._put_column
         attributes: dict[str, Any] = {
             sc.ML_ACTIVITY: act.STEP_BLOCK,
             sc.ML_STEP_FIRST: block.first,
             sc.ML_STEP_COUNT: len(block),
-            sc.ML_STEP_START: block.start_ns,
-            sc.ML_STEP_DURATION: seconds(block.duration_ns),
         }
+        put(attributes, sc.ML_STEP_START, block.start_ns, columns.INT64)
+        put(attributes, sc.ML_STEP_DURATION, seconds(block.duration_ns), columns.FLOAT64)
         # a phase that did not happen in the block (no backward in an evaluation, no optimizer)
         # leaves no all-zero array, so the run folder has no series for it
         if any(block.backward_ns):
-            attributes[sc.ML_STEP_BACKWARD] = seconds(block.backward_ns)
+            put(attributes, sc.ML_STEP_BACKWARD, seconds(block.backward_ns), columns.FLOAT64)
         if any(block.optimizer_ns):
-            attributes[sc.ML_STEP_OPTIMIZER] = seconds(block.optimizer_ns)
+            put(attributes, sc.ML_STEP_OPTIMIZER, seconds(block.optimizer_ns), columns.FLOAT64)
         if p is not None and p.epoch is not None:
             attributes[sc.ML_EPOCH] = p.epoch
         elif p is not None and self.training_passes:
             attributes[sc.ML_EPOCH] = self.training_passes - 1
         if any(block.data_wait_ns):
-            attributes[sc.ML_STEP_DATA_WAIT] = seconds(block.data_wait_ns)
+            put(attributes, sc.ML_STEP_DATA_WAIT, seconds(block.data_wait_ns), columns.FLOAT64)
         if any(v == v for v in losses):  # not all NaN
-            attributes[sc.ML_STEP_LOSS] = losses
+            put(attributes, sc.ML_STEP_LOSS, losses, columns.FLOAT64)
         if any(v == v for v in block.lr):
-            attributes[sc.ML_STEP_LEARNING_RATE] = block.lr
+            put(attributes, sc.ML_STEP_LEARNING_RATE, block.lr, columns.FLOAT64)
         if any(b >= 0 for b in block.batch_size):
-            attributes[sc.ML_STEP_BATCH_SIZE] = block.batch_size
+            put(attributes, sc.ML_STEP_BATCH_SIZE, block.batch_size, columns.INT64)
         if self.uses_scaler:
-            attributes[sc.ML_STEP_SKIPPED] = block.skipped
+            put(attributes, sc.ML_STEP_SKIPPED, block.skipped, columns.INT64)
         attributes.update(activity.finish(act.STEP_BLOCK, handle))
         return attributes, losses
+
+    def _put_column(self, attributes: dict[str, Any], name: str, values: Any, dtype: str) -> None:
+        """A per-step array as a packed column (:mod:`provtel.semconv.columns`): one string the
+        SDK checks once, instead of an array it checks element by element (~4 ms a block of
+        1,000 steps and 10 arrays). Plain arrays when an attribute length limit is set (the SDK
+        would cut the string) or a value cannot be packed."""
+        if self._pack:
+            try:
+                attributes[columns.packed_name(name)] = columns.encode(values, dtype)
+                return
+            except (TypeError, ValueError, OverflowError):
+                pass
+        attributes[name] = values
 
     def _send_block(
         self, attributes: dict[str, Any], block: Block, losses: list[float], p: Pass | None
@@ -948,16 +967,33 @@ def launcher_context() -> otel_context.Context:
 
 
 def loss_values(torch: Any, losses: list[Any]) -> list[float]:
-    """Read the block's losses: one transfer for device tensors, NaN where there was none."""
+    """Read the block's losses, NaN where there was none: the tensors kept per step (scalar
+    CPU losses as the script computed them, detached device losses) in one ``torch.stack`` per
+    kind, so a step pays no read (~0.7 µs a ``tolist``) and a device no synchronisation."""
     out = [float("nan")] * len(losses)
-    device = [i for i, v in enumerate(losses) if v is not None and getattr(v, "is_cuda", False)]
+    tensors = [i for i, v in enumerate(losses) if v is not None and type(v) is not float]
+    if not tensors:
+        for i, v in enumerate(losses):
+            if v is not None:
+                out[i] = v
+        return out
+    device = [i for i in tensors if getattr(losses[i], "is_cuda", False)]
     if device:
-        values = torch.stack([losses[i].float() for i in device]).tolist()
+        values = torch.stack([losses[i].float().reshape(()) for i in device]).tolist()
         for i, v in zip(device, values, strict=True):
             out[i] = float(v)
-    for i, v in enumerate(losses):
-        if v is not None and not getattr(v, "is_cuda", False):
+    on_cpu = [i for i in tensors if not getattr(losses[i], "is_cuda", False)]
+    if on_cpu:
+        try:
+            with torch.no_grad():  # no graph for the stack of losses that require grad
+                values = torch.stack([losses[i] for i in on_cpu]).tolist()
+        except Exception:  # mixed shapes or types: one by one
+            values = [float(losses[i]) for i in on_cpu]
+        for i, v in zip(on_cpu, values, strict=True):
             out[i] = float(v)
+    for i, v in enumerate(losses):
+        if type(v) is float:
+            out[i] = v
     return out
 
 
