@@ -294,6 +294,26 @@ def test_many_hyperparameters_evict_nothing(spans: Any) -> None:
     assert values == {f"ml.hparam.k{i:03d}": i for i in range(300)}
 
 
+def test_values_logged_after_an_epoch_are_that_epochs(spans: Any) -> None:
+    """Lightning reduces ``on_epoch`` values after the epoch's pass is over (they are logged
+    when the next epoch starts): such a value is the latest training epoch's, not the run's."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    data = DataLoader(TensorDataset(torch.randn(8, 3), torch.randn(8, 1)), batch_size=4)
+    for epoch in range(2):
+        for x, y in data:
+            optimizer.zero_grad()
+            F.mse_loss(model(x), y).backward()
+            optimizer.step()
+        assert events.log("train_mae", 10.0 + epoch, step=2 * (epoch + 1), context="training")
+    found = spans()
+    logged = [_attrs(s) for s in found if s.name == "ml.log" and "ml.log.name" in _attrs(s)]
+    assert [(a["ml.epoch"], list(a["ml.log.value"])) for a in logged] == [(0, [10.0]), (1, [11.0])]
+    run = _attrs(next(s for s in found if s.name == "ml.run"))
+    assert "ml.log.name" not in run
+
+
 @dataclasses.dataclass
 class _Config:
     lr: float = 3e-4

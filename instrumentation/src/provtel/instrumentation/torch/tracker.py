@@ -99,6 +99,10 @@ class Tracker:
         self.signal: int | None = None
         # values logged outside any pass and block; passes from the model's own state
         self.run_logs: list[logs.Row] = []
+        # values logged between passes after a training epoch ended (Lightning's epoch-reduced
+        # values): that epoch's, sent on one ml.log span with its ml.epoch
+        self.gap_logs: list[logs.Row] = []
+        self.gap_epoch = -1
         self.last_data: Any = None  # (identity, name) of the latest batch source seen
         self.data_names: dict[Any, str] = {}  # data identity -> the script's name for it
         self.step_lock = threading.Lock()  # block hand-over: training thread vs idle flush
@@ -245,6 +249,7 @@ class Tracker:
         if span is None:
             return
         span.set_attributes(activity.finish(act.RUN, self._run_handle))
+        self._send_gap_logs()
         if self.run_logs:
             span.set_attributes(logs.table(self.torch, self.run_logs, act.TRAINING))
             self.run_logs = []
@@ -596,10 +601,31 @@ class Tracker:
                 owner.logs.append(row)
             else:
                 owner = None
-                self.run_logs.append(row)
+                self._run_row(row)
         if owner is not None and row[0] == EVAL_LOSS_ROW:
             owner.own_eval_loss = True
         return True
+
+    def _run_row(self, row: logs.Row) -> None:
+        """A value logged outside every pass: the latest training epoch's when one ended (its
+        epoch cell), else the run's."""
+        epochs = self.passes.training_passes
+        if not epochs:
+            self.run_logs.append(row)
+            return
+        if self.gap_epoch != epochs - 1:
+            self._send_gap_logs()
+            self.gap_epoch = epochs - 1
+        self.gap_logs.append(row)
+
+    def _send_gap_logs(self) -> None:
+        rows, self.gap_logs = self.gap_logs, []
+        if not rows or self.run_context is None:
+            return
+        attributes = {sc.ML_EPOCH: self.gap_epoch, **logs.table(self.torch, rows, act.TRAINING)}
+        self.tracer.start_span(
+            spans.LOG, context=self.run_context, start_time=rows[0][4], attributes=attributes
+        ).end(end_time=rows[-1][4])
 
     def begin_evaluation(self, context: str | None = None, dataset: Any = None) -> None:
         """A framework evaluates (``context``: ``validation``/``test`` when it knows; None:
