@@ -305,3 +305,28 @@ def test_runs_can_share_one_pool_of_open_files(tmp_path: Path) -> None:
         lines = rows(document.parent / "metrics" / "loss_training.csv")
         assert [int(line.split(",")[0]) for line in lines] == list(range(steps))
         assert metric(assert_valid(document), "loss")["provtel:count"] == steps
+
+
+def test_a_merge_writes_an_unfinished_ranks_csv_and_leaves_its_spool(tmp_path: Path) -> None:
+    from provtel.exporter.prov.store import merge_job
+
+    job = tmp_path / "train-job"
+    done = RunStore(create_run_dir(job, "rank0"))
+    done.add_spans([block(1, 1, True, first=0)])
+    done.finalize(keep_journal=True)
+    going = RunStore(create_run_dir(job, "rank1"))
+    going.add_spans([block(1, 2, True, first=0)])
+    spool = going.dir / "metrics" / f"loss_training.csv{SPOOL_SUFFIX}"
+    merged = assert_valid(merge_job(job))
+    counts = sorted(
+        e["provtel:count"]
+        for e in merged["entity"].values()
+        if e.get("prov:type") == "provml:Metric" and e["prov:label"] == "loss"
+    )
+    assert counts == [6, 6]
+    assert spool.exists()  # the rank may still be writing: its spool stays
+    assert len(rows(going.dir / "metrics" / "loss_training.csv")) == 6
+    going.add_spans([block(1, 3, True, first=6)])  # the rank goes on, then finishes
+    document = going.finalize(keep_journal=True)
+    assert len(rows(document.parent / "metrics" / "loss_training.csv")) == 12
+    assert not spool.exists()
