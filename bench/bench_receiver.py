@@ -472,6 +472,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="sample the server with py-spy (pip install py-spy) and print where CPU goes",
     )
+    parser.add_argument(
+        "--keep-profiles",
+        type=Path,
+        metavar="DIR",
+        help="with --profile: also keep py-spy's raw samples (collapsed stacks) in DIR",
+    )
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     for name in ("--signal", "--protocol", "--port", "--payload", "--ready", "--go"):
         parser.add_argument(name, help=argparse.SUPPRESS)
@@ -505,6 +511,11 @@ def main(argv: list[str] | None = None) -> int:
             profiles = {
                 s: _profile_summary(p) for s, p in spy.items() if p is not None and p.exists()
             }
+            if args.keep_profiles is not None:
+                args.keep_profiles.mkdir(parents=True, exist_ok=True)
+                for p in spy.values():
+                    if p is not None and p.exists():
+                        (args.keep_profiles / p.name).write_bytes(p.read_bytes())
             rss_kib = int(
                 next(
                     line.split()[1]

@@ -302,3 +302,55 @@ def test_a_request_refused_on_a_full_disk_never_corrupts_the_next(tmp_path: Path
     sent = {f"{s.context.span_id:016x}" for s in first + big + last}
     assert {a["otel:span_id"] for a in doc["activity"].values() if "otel:span_id" in a} >= sent
     assert "Traceback" not in (tmp_path / "serve2.log").read_text()
+
+
+def test_runs_with_many_series_stay_within_the_descriptor_limit(tmp_path: Path) -> None:
+    """Series files stay open between requests (one write per point), in one pool for all runs
+    bounded by the process's descriptor limit: three runs of 100 series each under
+    ``ulimit -n 128`` take every point (a pool per run would run out of descriptors)."""
+    import resource as rlimit
+
+    from opentelemetry.sdk.resources import Resource
+
+    from tests.receiver.helpers import post
+
+    def few_descriptors() -> None:
+        rlimit.setrlimit(rlimit.RLIMIT_NOFILE, (128, 128))
+
+    output = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "provtel.exporter.cli", "serve", "--output", str(output),
+         "--grpc-port", "off", "--http-port", "0", "--grace", "3600"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+        preexec_fn=few_descriptors,
+    )  # fmt: skip
+    try:
+        port = _http_port(proc)
+        for run in range(3):
+            attrs = {"service.name": "train", "service.instance.id": f"instance-{run}"}
+            spans = training_spans(Resource.create(attrs), trace_id=0xD0 + run, epochs=1)
+            assert post(port, "/v1/traces", trace_request(spans).SerializeToString())[0] == 200
+        for request in range(3):
+            for run in range(3):
+                body = ExportMetricsServiceRequest()
+                rm = body.resource_metrics.add()
+                for key, value in (
+                    ("service.name", "train"),
+                    ("service.instance.id", f"instance-{run}"),
+                ):
+                    rm.resource.attributes.add(key=key).value.string_value = value
+                metric = rm.scope_metrics.add().metrics.add(name="hw.power", unit="W")
+                for device in range(100):
+                    point = metric.gauge.data_points.add(
+                        time_unix_nano=1_795_000_000_000_000_000 + request, as_double=1.5
+                    )
+                    point.attributes.add(key="hw.id").value.string_value = f"dev-{device}"
+                status = post(port, "/v1/metrics", body.SerializeToString())[0]
+                assert status == 200, (request, run, status)
+    finally:
+        assert _close(proc) == 0
+    for run_dir in [d for d in output.iterdir() if (d / "journal.jsonl").exists()]:
+        series = sorted((run_dir / "metrics").glob("hw.power*.csv"))
+        assert len(series) == 100
+        assert all(len(s.read_text().splitlines()) == 1 + 3 for s in series)  # header + 3 rows

@@ -59,6 +59,7 @@ import hashlib
 import json
 import logging
 import os
+import resource as rlimit
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -68,6 +69,7 @@ from typing import Any
 
 from provtel.exporter.prov import journal
 from provtel.exporter.prov.files import (
+    OpenFiles,
     append_lines,
     make_dir,
     make_dirs,
@@ -351,6 +353,9 @@ class Router:
         self.max_series_bytes = max_series_bytes
         self.clock = clock
         self._lock_fd: int | None = _lock_output(self.output_dir)
+        #: The series files of all open runs, kept open in one pool bounded by the process's
+        #: descriptor limit (a run of many series would otherwise open a file per point).
+        self.files = OpenFiles(limit=_series_file_limit())
         self.pending = PendingMetrics(
             self.output_dir / PENDING_DIR, max_pending_resources, max_pending_bytes
         )
@@ -384,9 +389,14 @@ class Router:
         """
         if not records:
             return
-        by_trace: dict[str, list[dict[str, Any]]] = {}
-        for rec in records:
-            by_trace.setdefault(rec["trace_id"], []).append(rec)
+        # A request is nearly always one trace: grouped (and routed) once, not per span.
+        traces = {rec["trace_id"] for rec in records}
+        if len(traces) == 1:
+            by_trace = {traces.pop(): records}
+        else:
+            by_trace = {}
+            for rec in records:
+                by_trace.setdefault(rec["trace_id"], []).append(rec)
         with self._lock:
             self._check_open()
             new = sum(1 for t in by_trace if t not in self._runs)
@@ -395,16 +405,14 @@ class Router:
             now = self.clock()
             for trace, recs in by_trace.items():
                 run = self._runs.get(trace) or self._open(trace, recs[0], now)
-                keys: dict[int, tuple[str, ...]] = {}
+                # Records of one resource share its dict: each resource is looked at once.
+                resources = {id(res): res for res in (rec.get("resource") or {} for rec in recs)}
+                for resource in resources.values():
+                    run.saw(resource, root=False)
+                    self._attach(run, resource_keys(resource))
                 for rec in recs:
-                    resource = rec.get("resource") or {}
-                    if id(resource) not in keys:  # records of one resource share its dict
-                        keys[id(resource)] = resource_keys(resource)
-                        run.saw(resource, root=False)
-                    if _is_root(rec):
-                        run.saw(resource, root=True)
-                for resource_keys_ in keys.values():
-                    self._attach(run, resource_keys_)
+                    if not rec.get("parent_span_id") or rec.get("parent_is_remote"):
+                        run.saw(rec.get("resource") or {}, root=True)
                 run.store.add_spans(recs)
                 run.spans += len(recs)
                 run.last_span = run.last_data = now
@@ -466,7 +474,7 @@ class Router:
             )
         directory = create_run_dir(self.output_dir, f"{run_name(first)}-{trace[:8]}")
         write_private(directory / MARKER, json.dumps({"trace_id": trace}).encode())
-        run = Run(trace, RunStore(directory, self.formats), now, now)
+        run = Run(trace, RunStore(directory, self.formats, files=self.files), now, now)
         self._runs[trace] = run
         logger.info("provtel serve: run %s opened for trace %s", directory.name, trace)
         return run
@@ -566,7 +574,9 @@ class Router:
         resource = batches[0][0]["resource"]
         name = local_name(str(resource.get("service.name") or "unknown_service"), 40)
         try:
-            store = RunStore(create_run_dir(self.output_dir, f"{name}-metrics"), self.formats)
+            store = RunStore(
+                create_run_dir(self.output_dir, f"{name}-metrics"), self.formats, files=self.files
+            )
             for points in batches:
                 store.add_metric_points(points)
         except OSError:
@@ -597,10 +607,10 @@ class Router:
                 try:
                     trace = str(json.loads(marker.read_bytes())["trace_id"])
                     if (directory / JOURNAL).exists():
-                        store = RunStore.reopen(directory, self.formats)
+                        store = RunStore.reopen(directory, self.formats, files=self.files)
                     else:
                         clean_stale(directory)
-                        store = RunStore(directory, self.formats)
+                        store = RunStore(directory, self.formats, files=self.files)
                 except (OSError, ValueError, KeyError, TypeError) as exc:
                     logger.error(
                         "provtel serve: cannot reopen %s (%s); left as it is", directory, exc
@@ -643,9 +653,25 @@ class Router:
                     run.store.close()
                 except OSError:
                     logger.exception("provtel serve: cannot close %s", run.dir)
+            try:
+                self.files.close()
+            except OSError:
+                logger.exception("provtel serve: cannot close the series files")
             if self._lock_fd is not None:
                 _unlock_output(self.output_dir, self._lock_fd)
                 self._lock_fd = None
+
+
+def _series_file_limit() -> int:
+    """How many series files the router keeps open: half the descriptors this process may
+    have (the rest for connections, journals and pending files), at most 4096."""
+    try:
+        soft, _ = rlimit.getrlimit(rlimit.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return 64
+    if soft == rlimit.RLIM_INFINITY:
+        return 4096
+    return max(16, min(4096, soft // 2))
 
 
 def _lock_output(output_dir: Path) -> int:
