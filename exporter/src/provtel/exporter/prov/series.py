@@ -156,7 +156,7 @@ def _float_cells(values: array) -> tuple[str, Sequence[Any]]:
     told apart by their bits, so ``-0.0`` and NaN keep their own text."""
     bits = array("q")
     bits.frombytes(values.tobytes())
-    if len(set(bits)) > len(bits) // 8:
+    if len(set(bits[:64])) > 8 or len(set(bits)) > len(bits) // 8:  # a sample first: cheap
         return "%r", values
     text = {b: repr(v) for b, v in dict(zip(bits, values, strict=True)).items()}
     return "%s", list(map(text.__getitem__, bits))
