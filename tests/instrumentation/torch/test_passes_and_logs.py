@@ -248,6 +248,36 @@ def test_a_loader_that_prefetches_keeps_its_last_batch(spans: Any, seen_by: str)
     assert losses == trained
 
 
+def test_a_framework_evaluation_keeps_what_is_logged_until_it_ends(spans: Any) -> None:
+    """HF's evaluate(): the loader (seen at its DataLoader, prefetching) ends, then the
+    framework logs its results, then the evaluation ends. The results are on that pass, and
+    its own eval_loss replaces the one the hooks computed (kept as ml.eval.loss)."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    F.mse_loss(model(torch.ones(1, 3)), torch.ones(1, 1)).backward()  # a run
+    val = DataLoader(TensorDataset(torch.randn(8, 3), torch.randn(8, 1)), batch_size=4)
+    model.eval()
+    computed = []
+    with events.evaluation("validation", val.dataset):
+        with torch.no_grad():
+            for x, y in _prefetching(val):
+                computed.append(F.mse_loss(model(x), y).item())
+        assert events.log("eval_loss", 0.5, step=6, context="validation")
+        assert events.log("eval_accuracy", 0.75, step=6, context="validation")
+    model.train()
+    found = spans()
+    (evaluation,) = [_attrs(s) for s in found if s.name == "ml.evaluation"]
+    assert evaluation["ml.context"] == "validation" and evaluation["ml.pass.batches"] == 2
+    assert evaluation["ml.eval.loss"] == sum(computed) / 2 and evaluation["ml.eval.batches"] == 2
+    assert list(zip(evaluation["ml.log.name"], evaluation["ml.log.value"], strict=True)) == [
+        ("eval_loss", 0.5),
+        ("eval_accuracy", 0.75),
+    ]
+    assert not any(
+        "eval_loss" in _attrs(s).get("ml.log.name", ()) for s in found if s.name != "ml.evaluation"
+    )
+
+
 def test_logged_values_land_on_the_open_activity(spans: Any) -> None:
     torch.manual_seed(0)
     model = nn.Linear(3, 1)
