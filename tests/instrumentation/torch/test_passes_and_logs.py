@@ -344,6 +344,32 @@ def test_values_logged_after_an_epoch_are_that_epochs(spans: Any) -> None:
     assert "ml.log.name" not in run
 
 
+def test_values_of_a_block_dropped_without_steps_are_kept(spans: Any) -> None:
+    """A block handed over before any of its steps ended is not sent (no arrays); the values
+    logged in it go to its pass instead of being lost."""
+    from provtel.instrumentation.torch.steps import Block
+
+    model = nn.Linear(3, 1)
+    data = DataLoader(TensorDataset(torch.randn(4, 3), torch.randn(4, 1)), batch_size=4)
+    tracker = TorchInstrumentor().tracker
+    assert tracker is not None
+    for x, y in data:
+        F.mse_loss(model(x), y).backward()
+        p = tracker.current_pass()
+        assert p is not None
+        tracker.end_step(tracker.last_boundary + 1)
+        tracker.flush_block()
+        # a block opened with a value logged in its open step, handed over before that step
+        # ended (the step went on elsewhere)
+        block = tracker.recorder.block = Block(tracker.recorder.next_index)
+        block.logs.append(("kept", 1.5, 0, None, 1))
+        tracker.block_pass = p
+        tracker.flush_block()
+    found = spans()
+    (epoch,) = [_attrs(s) for s in found if s.name == "ml.epoch"]
+    assert list(epoch["ml.log.name"]) == ["kept"] and list(epoch["ml.log.value"]) == [1.5]
+
+
 @dataclasses.dataclass
 class _Config:
     lr: float = 3e-4

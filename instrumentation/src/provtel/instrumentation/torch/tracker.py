@@ -749,10 +749,22 @@ class Tracker:
 
     def flush_block(self) -> None:
         with self.step_lock:
+            dropped = self.recorder.block
             block = self.recorder.take_block()
             handle, self.block_handle = self.block_handle, []
         if block is not None:
             self._hand_over(block, self.block_pass, handle)
+        elif dropped is not None and dropped.logs:
+            self._rescue_logs(dropped.logs)  # a block without a finished step: not sent
+
+    def _rescue_logs(self, rows: list[logs.Row]) -> None:
+        """Values logged in a block that is dropped without rows go to its pass (or the run)."""
+        p = self.block_pass
+        if p is not None and not p.ended:
+            p.logs.extend(rows)
+        else:
+            for row in rows:
+                self._run_row(row)
 
     def _hand_over(self, block: Block, p: Pass | None, handle: activity.Handle) -> None:
         if p is None and self.run_span is None:
