@@ -22,8 +22,8 @@ it lands on the same passes and steps:
   their own keys (``eval_loss``, ``eval_accuracy`` from ``compute_metrics``, ...) on their
   evaluation pass: ``validation`` for the trainer's ``eval_dataset``, ``test`` for a
   ``test``-prefixed call. ``TrainingArguments`` (the core optimisation settings and every value
-  that differs from its default; all of its 100-odd fields would not fit a span's attribute
-  limit) and ``model.config`` (``model.config.*``) become hyperparameters, secrets redacted.
+  that differs from its default: the rest is given by the recorded transformers version) and
+  ``model.config`` (``model.config.*``) become hyperparameters, secrets redacted.
   Weights written by ``save_pretrained`` are recorded by the safetensors/torch.save hooks;
   ``from_pretrained`` of a local folder records the weight files it read.
 

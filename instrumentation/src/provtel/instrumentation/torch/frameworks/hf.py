@@ -164,9 +164,9 @@ CORE_ARGUMENTS = (
 
 def training_arguments(args: Any) -> dict[str, Any]:
     """``args.to_dict()`` (HF already hides ``*_token`` values) reduced to the core settings
-    and every value that differs from its default: the 100-odd fields of ``TrainingArguments``
-    would not fit the SDK's attribute limit of a span (128 by default) beside the rest of the
-    run's configuration, and a default is given by the recorded transformers version."""
+    and every value that differs from its default: a default is given by the recorded
+    transformers version, and the 100-odd fields of ``TrainingArguments`` would mostly repeat
+    it."""
     values = args.to_dict()
     fields = dataclasses.fields(args) if dataclasses.is_dataclass(args) else ()
     defaults = {f.name: _default(f) for f in fields}
