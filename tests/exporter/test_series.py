@@ -330,3 +330,35 @@ def test_a_merge_writes_an_unfinished_ranks_csv_and_leaves_its_spool(tmp_path: P
     document = going.finalize(keep_journal=True)
     assert len(rows(document.parent / "metrics" / "loss_training.csv")) == 12
     assert not spool.exists()
+
+
+def test_packed_columns_over_otlp_give_the_same_series(tmp_path: Path) -> None:
+    """Remote ranks send packed columns over OTLP: the receiver's conversion and the
+    in-process exporter write the same CSV bytes."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from provtel.exporter.prov.otlp import convert_spans
+    from provtel.exporter.prov.records import span_record
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    attributes = block(1, 1, True)["attributes"]
+    provider.get_tracer("provtel.instrumentation.torch").start_span(
+        "ml.step_block", attributes=attributes, start_time=STARTS[0]
+    ).end(STARTS[-1] + 1)
+    spans = memory.get_finished_spans()
+    texts = []
+    for name, records in (
+        ("sdk", [span_record(s) for s in spans]),
+        ("otlp", convert_spans(encode_spans(spans)).records),
+    ):
+        store = RunStore(create_run_dir(tmp_path / name, "train"))
+        store.add_spans(records)
+        document = store.finalize()
+        texts.append((document.parent / "metrics" / "loss_training.csv").read_text())
+    assert texts[0] == texts[1]
+    assert texts[0].split("\n")[1:-1] == LOSS_ROWS
