@@ -32,7 +32,13 @@ Method:
    range over rounds. Work driven by the clock (the metric reader, the hardware sampler) is
    counted only during the epoch, since a real run does not wait between epochs. Wall time of
    the epoch is beside it. Each thread's CPU time (``/proc/self/task/*/schedstat``) gives the
-   per-thread table. The first epoch of every process is a warm-up (the run's first-step work
+   per-thread table, and splits each paired difference into the main thread's (the hooks and
+   the block close; the noisy part: the machine's load lands there) and all other threads'
+   (export, idle hand-over, metric reader, sampler: absolute work of the instrumented process,
+   small spread). The verdict uses a distribution-free 95 % confidence interval of the median
+   (binomial order statistics): PASS when all of it is within budget, FAIL when all of it is
+   above, NOT RESOLVED otherwise (more rounds resolve more). The first epoch of every process
+   is a warm-up (the run's first-step work
    is part of the fixed cost below). Two workloads: the tiny model of issue 9 (hidden width 8,
    batch 8, 1,500 steps per epoch) and a ~1.5 ms/step model for the 1 % budget.
 2. **Fixed cost**: a 20-step script (tiny MLP, ``DataLoader``) launched as plain ``python``,
@@ -49,6 +55,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -246,6 +253,8 @@ class Row:
     cycles: list[Cycle]
     cpu_added_us: list[float]  # per round, vs that round's plain cycle, per step
     wall_added_us: list[float]
+    main_added_us: list[float] = field(default_factory=list)  # main thread, vs the twin's
+    others_added_us: list[float] = field(default_factory=list)  # every other thread, vs twin's
 
 
 #: Threads whose work is driven by the clock, not by steps: the SDK's metric reader (every
@@ -302,6 +311,11 @@ def measure_workload(w: Workload, rounds: int, directory: Path) -> dict[str, Row
                 row.cycles.append(x)
                 row.cpu_added_us.append(1e6 * (x.cpu_s - p.cpu_s) / p.steps)
                 row.wall_added_us.append(1e6 * (x.wall_s - p.wall_s) / p.steps)
+                main_x, main_p = x.threads.get("MainThread", 0.0), p.threads.get("MainThread", 0.0)
+                row.main_added_us.append(1e6 * (main_x - main_p) / p.steps)
+                row.others_added_us.append(
+                    1e6 * ((x.cpu_s - main_x) - (p.cpu_s - main_p)) / p.steps
+                )
             log(
                 f"  round {r + 1}/{rounds}: plain "
                 f"{1e6 * rows[PLAIN.name].cycles[-1].cpu_s / w_steps(rows):.0f} µs/step; "
@@ -319,6 +333,34 @@ def measure_workload(w: Workload, rounds: int, directory: Path) -> dict[str, Row
         for s in servers:
             s.close()
     return rows
+
+
+def median_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
+    """A distribution-free confidence interval of the median: the order statistics whose ranks
+    the binomial(n, 1/2) distribution puts around the middle (no normality assumed)."""
+    xs = sorted(values)
+    n = len(xs)
+    if n < 3:
+        return (xs[0], xs[-1]) if xs else (math.nan, math.nan)
+    tail = (1.0 - level) / 2.0
+    cdf, k = 0.0, 0
+    for i in range(n + 1):  # largest k with P(B <= k - 1) <= tail
+        cdf += math.comb(n, i) / 2.0**n
+        if cdf > tail:
+            k = i
+            break
+    k = max(k, 1)
+    return xs[k - 1], xs[n - k]
+
+
+def verdict_word(ci: tuple[float, float], budget: float) -> str:
+    """PASS when the whole interval is within budget, FAIL when all of it is above, else the
+    machine did not resolve the question at this many rounds."""
+    if ci[1] <= budget:
+        return "PASS"
+    if ci[0] > budget:
+        return "FAIL"
+    return "NOT RESOLVED"
 
 
 def w_steps(rows: dict[str, Row]) -> int:
@@ -631,19 +673,49 @@ def main() -> int:
             lines += thread_table(tiny, [DEFAULTS.name])
             plain_us = statistics.median(1e6 * c.cpu_s / c.steps for c in tiny[PLAIN.name].cycles)
             lines += ["", *costs_table(1e6 / plain_us)]
-            d_us = statistics.median(tiny[DEFAULTS.name].cpu_added_us)
+            d = tiny[DEFAULTS.name]
+            d_us = statistics.median(d.cpu_added_us)
+            d_ci = median_ci(d.cpu_added_us)
             null_us = statistics.median(tiny[NULL.name].cpu_added_us)
+            null_ci = median_ci(tiny[NULL.name].cpu_added_us)
+            main_us = statistics.median(d.main_added_us)
+            main_ci = median_ci(d.main_added_us)
+            others_us = statistics.median(d.others_added_us)
+            others_ci = median_ci(d.others_added_us)
             m_plain = statistics.median(1e6 * c.cpu_s / c.steps for c in medium[PLAIN.name].cycles)
             m_us = statistics.median(medium[DEFAULTS.name].cpu_added_us)
+            m_ci = median_ci(medium[DEFAULTS.name].cpu_added_us)
             m_pct = 100 * m_us / m_plain
             m_null = 100 * statistics.median(medium[NULL.name].cpu_added_us) / m_plain
-            step_ok = d_us <= BUDGET_STEP_US and m_pct <= BUDGET_STEP_PERCENT
-            ok &= step_ok
+            word_us = verdict_word(d_ci, BUDGET_STEP_US)
+            word_pct = verdict_word(
+                (100 * m_ci[0] / m_plain, 100 * m_ci[1] / m_plain), BUDGET_STEP_PERCENT
+            )
+            words = {word_us, word_pct}
+            word = "FAIL" if "FAIL" in words else "NOT RESOLVED" if len(words) > 1 else word_us
+            ok &= word == "PASS"
+            lines += [
+                "",
+                "How well this run resolves it (95 % confidence intervals of the medians, "
+                "distribution-free, over the rounds): defaults "
+                f"{d_us:+.1f} µs [{d_ci[0]:+.1f} … {d_ci[1]:+.1f}], null row {null_us:+.1f} µs "
+                f"[{null_ci[0]:+.1f} … {null_ci[1]:+.1f}]. The same difference split by thread "
+                f"(schedstat, paired with the twin's): main thread {main_us:+.1f} µs "
+                f"[{main_ci[0]:+.1f} … {main_ci[1]:+.1f}] (the hooks and the block close: the "
+                f"noisy part, the machine's load lands on the training thread), all other threads "
+                f"{others_us:+.1f} µs [{others_ci[0]:+.1f} … {others_ci[1]:+.1f}] (export, the "
+                "idle hand-over, metric reader, sampler: work only the instrumented process "
+                "has, so its spread is small).",
+            ]
             verdicts.append(
-                f"**{'PASS' if step_ok else 'FAIL'}** (per step, defaults, everything included): "
-                f"{d_us:+.1f} µs CPU per step on the tiny model (budget <= {BUDGET_STEP_US:g} µs; "
-                f"null row {null_us:+.1f} µs) and {m_pct:+.2f} % of a {m_plain:,.0f} µs step "
-                f"(budget <= {BUDGET_STEP_PERCENT:g} %; null row {m_null:+.2f} %)."
+                f"**{word}** (per step, defaults, everything included): "
+                f"{d_us:+.1f} µs CPU per step on the tiny model, 95 % CI {d_ci[0]:+.1f} … "
+                f"{d_ci[1]:+.1f} µs (budget <= {BUDGET_STEP_US:g} µs; null row {null_us:+.1f} µs, "
+                f"{null_ci[0]:+.1f} … {null_ci[1]:+.1f}) and {m_pct:+.2f} % of a {m_plain:,.0f} µs "
+                f"step, CI {100 * m_ci[0] / m_plain:+.2f} … {100 * m_ci[1] / m_plain:+.2f} % "
+                f"(budget <= {BUDGET_STEP_PERCENT:g} %; null row {m_null:+.2f} %). PASS needs the "
+                "whole interval within budget, FAIL all of it above; NOT RESOLVED: this run's "
+                "rounds do not decide."
             )
         if "fixed" in parts:
             log("fixed cost: 20-step script")
