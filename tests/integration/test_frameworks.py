@@ -286,6 +286,12 @@ def test_hf_configuration(hf_run: Run) -> None:
     assert "hf_not_a_real_token" not in hf_run.document.read_text()
     assert hparams["model.config.hidden_size"] == 16
     assert hparams["model.config.num_hidden_layers"] == 1
+    # recorded on spans of their own under the run (the run span's attribute limit), they are
+    # the run's plan all the same
+    (plan,) = [e for e in hf_run.prov["entity"].values() if "prov:Plan" in str(e["prov:type"])]
+    for key, value in hf_run.result["args"].items():
+        assert plan[f"provml:{key}"] == value, key
+    assert plan["provml:model.config.hidden_size"] == 16
 
 
 def test_hf_weights_are_chained(hf_run: Run) -> None:
