@@ -248,6 +248,30 @@ def test_a_loader_that_prefetches_keeps_its_last_batch(spans: Any, seen_by: str)
     assert losses == trained
 
 
+def test_accelerates_prefetching_loader_is_the_pass(spans: Any) -> None:
+    """accelerate's DataLoaderShard (what HF's Trainer iterates) asks its DataLoader for a
+    batch ahead; its own iteration is the pass: one step per batch the model saw."""
+    from accelerate.data_loader import DataLoaderShard
+
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    loader = DataLoaderShard(TensorDataset(torch.randn(12, 3), torch.randn(12, 1)), batch_size=4)
+    trained = []
+    for x, y in loader:
+        loss = F.mse_loss(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        trained.append(loss.item())
+    found = spans()
+    passes = _passes(found)
+    assert [(p["ml.activity"], p["ml.pass.batches"]) for p in passes] == [("epoch", 3)]
+    blocks = [_attrs(s) for s in found if s.name == "ml.step_block"]
+    assert [_column(a, "ml.step.loss") for a in blocks] == [trained]  # no empty first step
+    assert [_column(a, "ml.step.batch_size") for a in blocks] == [[4, 4, 4]]
+
+
 def test_a_framework_evaluation_keeps_what_is_logged_until_it_ends(spans: Any) -> None:
     """HF's evaluate(): the loader (seen at its DataLoader, prefetching) ends, then the
     framework logs its results, then the evaluation ends. The results are on that pass, and
