@@ -232,6 +232,7 @@ class Passes:
         span = self.steps.start_pass_span(ctx, attributes, start)
         p = Pass(span, attributes, activity.begin(act.EVALUATION), dataset, source, forced)
         p.bracketed = self.in_evaluation
+        self.passes = [q for q in self.passes if not q.ended]  # end() prunes too; stay bounded
         self.passes.append(p)
         return p
 
