@@ -243,7 +243,17 @@ _CATEGORIES = [
 ]
 
 
-_WAITING = ("select (selectors", "poll (", "wait (threading", "_worker (concurrent", "get (queue")
+# Innermost frames of a thread that waits (py-spy --nonblocking cannot always tell): the event
+# loop's select, grpcio's completion-queue poll (a C call in _serve), a lock or queue wait.
+_WAITING = (
+    "select (selectors",
+    "poll (",
+    "wait (threading",
+    "_worker (concurrent",
+    "get (queue",
+    "_serve (grpc/_server.py",
+    "Condition.__enter__ (threading",
+)
 
 
 def _profile_summary(raw: Path) -> list[tuple[str, float]]:

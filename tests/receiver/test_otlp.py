@@ -11,6 +11,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from provtel.exporter.prov.otlp import (
+    MetricsRequest,
     OtlpError,
     SpansRequest,
     convert_metrics,
@@ -35,10 +36,24 @@ def test_metrics_over_otlp_give_the_in_process_records() -> None:
     from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 
     data = metrics_data(resource(rank=1))
-    wire = encode_metrics(data).SerializeToString()
-    batch = convert_metrics(parse_protobuf(wire, ExportMetricsServiceRequest))
-    assert batch.rejected == 0
-    assert batch.points == list(metric_points(data))
+    request = encode_metrics(data)
+    zero = request.resource_metrics[0].scope_metrics[0].metrics.add(name="zeros", unit="1")
+    zero.gauge.data_points.add(time_unix_nano=1, as_int=0)  # defaults: not mistaken for unset
+    zero.gauge.data_points.add(time_unix_nano=2, as_double=-0.0)
+    zero.gauge.data_points.add(time_unix_nano=3, as_int=-5).attributes.add(key="k")
+    wire = request.SerializeToString()
+    full = convert_metrics(parse_protobuf(wire, ExportMetricsServiceRequest))
+    assert full.rejected == 0
+    assert full.points[:-3] == list(metric_points(data))
+    assert [(p["value"], p["attributes"]) for p in full.points[-3:]] == [
+        (0, {}),
+        (-0.0, {}),
+        (-5, {"k": None}),
+    ]
+    # As the receiver decodes them (attributes left encoded): the same records.
+    for _ in range(2):
+        fast = convert_metrics(parse_protobuf(wire, MetricsRequest))
+        assert json.dumps(fast.points) == json.dumps(full.points)
 
 
 def test_otlp_json_uses_hex_ids_and_round_trips() -> None:
@@ -239,3 +254,18 @@ def test_a_malformed_attribute_is_an_otlp_error_when_its_span_is_converted() -> 
     with pytest.raises(OtlpError, match="malformed protobuf KeyValue"):
         convert_spans(parse_protobuf(wire, SpansRequest))
     assert json.loads(to_json(parse_protobuf(wire[:0], SpansRequest))) == {}
+
+
+def test_a_malformed_point_attribute_is_an_otlp_error_when_its_point_is_converted() -> None:
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+
+    good = encode_metrics(metrics_data(resource())).SerializeToString()
+    request = parse_protobuf(good, MetricsRequest)
+    metric = request.resource_metrics[0].scope_metrics[0].metrics[0]  # type: ignore[attr-defined]
+    data = getattr(metric, metric.WhichOneof("data"))
+    data.data_points[0].attributes.append(b"\x0a\xff\xff")
+    wire = request.SerializeToString()
+    with pytest.raises(OtlpError, match="malformed protobuf"):
+        parse_protobuf(wire, ExportMetricsServiceRequest)
+    with pytest.raises(OtlpError, match="malformed protobuf KeyValue"):
+        convert_metrics(parse_protobuf(wire, MetricsRequest))

@@ -469,6 +469,14 @@ def test_a_span_with_a_malformed_attribute_refuses_the_whole_request(
     assert not list(server.output_dir.glob("*/journal.jsonl"))  # nothing kept
     assert post(server.http_port, "/v1/traces", good)[0] == 200
 
+    from provtel.exporter.prov.otlp import MetricsRequest
+
+    points = parse_protobuf(metrics_request(resource()).SerializeToString(), MetricsRequest)
+    metric = points.resource_metrics[0].scope_metrics[0].metrics[0]  # type: ignore[attr-defined]
+    getattr(metric, metric.WhichOneof("data")).data_points[0].attributes.append(b"\x0a\xff")
+    status, _, reply = post(server.http_port, "/v1/metrics", points.SerializeToString())
+    assert status == 400 and _status(reply).code == INVALID
+
 
 def test_the_archive_is_private_as_run_folders_are(serve: Serve, tmp_path: Path) -> None:
     """``--archive`` holds everything the run folders hold: created 0600 (the configured file

@@ -30,15 +30,18 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.metrics.v1 import metrics_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 __all__ = [
     "MetricsBatch",
+    "MetricsRequest",
     "OtlpError",
     "ResourcePoints",
     "SpanBatch",
     "SpansRequest",
+    "attributes",
     "convert_metrics",
     "convert_spans",
     "parse_json",
@@ -63,33 +66,43 @@ class OtlpError(ValueError):
 # -- decoding -----------------------------------------------------------------------------------
 
 
-def _spans_request_type() -> type[Message]:
-    """A message type with the wire format of ``ExportTraceServiceRequest`` (it is OTLP's
-    ``TracesData``) in which a span's attributes stay encoded ``KeyValue`` bytes.
+def _raw_attributes_type(module: Any, root: str, messages: frozenset[str]) -> type[Message]:
+    """A message type with the wire format of an OTLP export request (it is OTLP's
+    ``TracesData`` / ``MetricsData``) in which the attributes of ``messages`` (spans, data
+    points) stay encoded ``KeyValue`` bytes.
 
     Decoding a ``KeyValue`` into upb messages and reading it back is most of the cost of
-    converting a span; as bytes, the attributes a request repeats (the same names and values
-    span after span) are converted once and then found in :data:`_ATTRIBUTE_CACHE`. Built in a
-    private descriptor pool from the installed OTLP descriptors, so nothing is redefined."""
+    converting a span or a point; as bytes, the attributes a request repeats (the same names
+    and values item after item) are converted once and then found in :data:`_ATTRIBUTE_CACHE`.
+    Built in a private descriptor pool from the installed OTLP descriptors, so nothing is
+    redefined."""
     pool = descriptor_pool.DescriptorPool()
-    for module in (common_pb2, resource_pb2, trace_pb2):
+    for dependency in (common_pb2, resource_pb2, module):
         proto = descriptor_pb2.FileDescriptorProto()
-        module.DESCRIPTOR.CopyToProto(proto)
-        if module is trace_pb2:
-            (span,) = [m for m in proto.message_type if m.name == "Span"]
-            (attributes,) = [f for f in span.field if f.name == "attributes"]
-            attributes.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
-            attributes.ClearField("type_name")
+        dependency.DESCRIPTOR.CopyToProto(proto)
+        if dependency is module:
+            for message in proto.message_type:
+                if message.name in messages:
+                    (attributes,) = [f for f in message.field if f.name == "attributes"]
+                    attributes.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
+                    attributes.ClearField("type_name")
         pool.Add(proto)
-    return message_factory.GetMessageClass(
-        pool.FindMessageTypeByName("opentelemetry.proto.trace.v1.TracesData")
-    )
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{proto.package}.{root}"))
 
 
 #: What the receiver decodes trace requests into (:func:`convert_spans` takes it, as it takes
 #: an ``ExportTraceServiceRequest``). Decoding it does not look into attributes: a malformed
 #: attribute is found (an :class:`OtlpError`) when the span is converted.
-SpansRequest: type[Message] = _spans_request_type()
+SpansRequest: type[Message] = _raw_attributes_type(trace_pb2, "TracesData", frozenset({"Span"}))
+#: The same for metrics requests (:func:`convert_metrics`): data points' attributes as bytes.
+MetricsRequest: type[Message] = _raw_attributes_type(
+    metrics_pb2,
+    "MetricsData",
+    frozenset(
+        {"NumberDataPoint", "HistogramDataPoint", "ExponentialHistogramDataPoint",
+         "SummaryDataPoint"}
+    ),
+)  # fmt: skip
 
 
 def parse_protobuf(data: bytes, message_type: type[RequestT]) -> RequestT:
@@ -179,8 +192,11 @@ def parse_json(data: bytes | str | dict[str, Any], message_type: type[RequestT])
 def to_json(message: Message) -> str:
     """Encode a request as one line of OTLP/JSON (hex ids), as the Collector's file exporter
     writes it."""
-    if isinstance(message, SpansRequest):  # attributes as OTLP/JSON writes them, not bytes
+    # Attributes as OTLP/JSON writes them, not as bytes.
+    if isinstance(message, SpansRequest):
         message = ExportTraceServiceRequest.FromString(message.SerializeToString())
+    elif isinstance(message, MetricsRequest):
+        message = ExportMetricsServiceRequest.FromString(message.SerializeToString())
     obj = json_format.MessageToDict(message)
     _base64_ids_to_hex(obj)
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
@@ -267,6 +283,12 @@ def _raw_attrs(raws: Iterable[bytes]) -> dict[str, Any]:
                 cache[raw] = hit
         out[hit[0]] = hit[1]
     return out
+
+
+def attributes(kvs: Any) -> dict[str, Any]:
+    """The attributes of an OTLP item as a dict, from ``KeyValue`` messages or from the
+    encoded ones of :data:`SpansRequest` / :data:`MetricsRequest`."""
+    return _raw_attrs(kvs) if len(kvs) and isinstance(kvs[0], bytes) else _attrs(kvs)
 
 
 def _scope(scope: Any) -> dict[str, Any]:
@@ -429,9 +451,12 @@ class MetricsBatch:
         return [p for g in self.groups for p in g.points]
 
 
-def convert_metrics(request: ExportMetricsServiceRequest) -> MetricsBatch:
-    """Turn a metrics request into metric point records (see :func:`records.metric_points`)."""
+def convert_metrics(request: ExportMetricsServiceRequest | Message) -> MetricsBatch:
+    """Turn a metrics request into metric point records (see :func:`records.metric_points`);
+    ``request`` is an ``ExportMetricsServiceRequest`` or a :data:`MetricsRequest`
+    (:class:`OtlpError` for a malformed attribute of the latter)."""
     batch = MetricsBatch()
+    point_attrs = _attrs if isinstance(request, ExportMetricsServiceRequest) else _raw_attrs
     for rm in request.resource_metrics:
         group = ResourcePoints(_attrs(rm.resource.attributes))
         append = group.points.append
@@ -447,17 +472,19 @@ def convert_metrics(request: ExportMetricsServiceRequest) -> MetricsBatch:
                     batch.reject("summary metrics are not supported", len(data.data_points))
                     continue
                 histogram = kind in ("histogram", "exponential_histogram")
+                name, unit, description = metric.name, metric.unit, metric.description
+                type_ = "exponentialhistogram" if kind == "exponential_histogram" else kind
                 for point in data.data_points:
                     if point.flags & _NO_RECORDED_VALUE:
                         continue
                     record: dict[str, Any] = {
                         "resource": resource,
                         "scope": scope,
-                        "name": metric.name,
-                        "unit": metric.unit,
-                        "description": metric.description,
-                        "type": "exponentialhistogram" if kind == "exponential_histogram" else kind,
-                        "attributes": _attrs(point.attributes),
+                        "name": name,
+                        "unit": unit,
+                        "description": description,
+                        "type": type_,
+                        "attributes": point_attrs(point.attributes),
                         "start": point.start_time_unix_nano or None,
                         "time": point.time_unix_nano,
                     }
@@ -470,8 +497,13 @@ def convert_metrics(request: ExportMetricsServiceRequest) -> MetricsBatch:
                         record["min"] = point.min if point.HasField("min") else None
                         record["max"] = point.max if point.HasField("max") else None
                     else:
-                        which = point.WhichOneof("value")
-                        record["value"] = getattr(point, which) if which else None
+                        # A non-zero member can only be the one the oneof holds (as for
+                        # attributes: WhichOneof costs more than two reads).
+                        value = point.as_double or point.as_int
+                        if not value:
+                            which = point.WhichOneof("value")
+                            value = getattr(point, which) if which else None
+                        record["value"] = value
                     append(record)
         if group.points:
             batch.groups.append(group)

@@ -46,7 +46,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from provtel.exporter.prov.otlp import OtlpError, SpansRequest, parse_json, parse_protobuf
+from provtel.exporter.prov.otlp import (
+    MetricsRequest,
+    OtlpError,
+    SpansRequest,
+    parse_json,
+    parse_protobuf,
+)
 from provtel.exporter.receiver.core import Receiver
 from provtel.exporter.receiver.limits import CHUNK_BYTES, DECODE_BUDGET_BYTES
 
@@ -257,9 +263,9 @@ class Ingest:
                 request = parse_json(body, request_type)
                 del body
                 return export(request)
-        # Spans are decoded with their attributes left encoded (SpansRequest: cheaper to
+        # Spans and points are decoded with their attributes left encoded (cheaper to
         # convert); a split request is checked with the full type first, attributes included.
-        fast_type: Any = SpansRequest if traces else request_type
+        fast_type: Any = SpansRequest if traces else MetricsRequest
         total: Any = ExportTraceServiceResponse() if traces else ExportMetricsServiceResponse()
         if len(body) <= self.chunk_bytes:
             with self.budget.hold(len(body)):

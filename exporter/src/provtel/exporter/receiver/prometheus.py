@@ -42,7 +42,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 
-from provtel.exporter.prov.otlp import _attrs
+from provtel.exporter.prov.otlp import _attrs, attributes
 
 logger = logging.getLogger(__name__)
 
@@ -343,7 +343,7 @@ class PrometheusView:
             if point.flags & 1:  # no recorded value
                 continue
             lines = len(point.explicit_bounds) + 4 if kind == "histogram" else 1
-            sample = self._sample(family, _labels(_attrs(point.attributes), extra), now, lines)
+            sample = self._sample(family, _labels(attributes(point.attributes), extra), now, lines)
             if sample is None:
                 continue
             if kind == "histogram":
