@@ -456,6 +456,35 @@ def memory_phase(tmp: Path) -> dict[str, float]:
     }
 
 
+def in_process_phase(
+    span_payloads: list[list[bytes]], metric_payloads: list[list[bytes]], tmp: Path
+) -> dict[str, float]:
+    """CPU per item of the receiver's own work without the transports: the same requests,
+    ranks interleaved as they arrive, handed to ``Ingest.export`` (decode, convert, route,
+    journal) in this process, one after another. Returns µs per span and per point."""
+    from provtel.exporter.receiver.core import Receiver, ReceiverConfig
+    from provtel.exporter.receiver.decode import Ingest
+
+    config = ReceiverConfig(
+        output_dir=tmp / "in-process", grace_s=3600, idle_timeout_s=3600, max_series=0
+    )
+    receiver = Receiver(config)
+    ingest = Ingest(receiver)
+    out = {}
+    try:
+        for signal_name, payloads in (("traces", span_payloads), ("metrics", metric_payloads)):
+            order = [p[i] for i in range(max(map(len, payloads))) for p in payloads if i < len(p)]
+            start = time.process_time()
+            for body in order:
+                ingest.export(signal_name, body)
+            cpu = time.process_time() - start
+            items = receiver.stats.spans if signal_name == "traces" else receiver.stats.points
+            out[signal_name] = cpu / items * 1e6
+    finally:
+        receiver.close()
+    return out
+
+
 def _journal_spans(run_dir: Path) -> set[str]:
     ids = set()
     with open(run_dir / "journal.jsonl", encoding="utf-8") as journal:
@@ -538,6 +567,8 @@ def main(argv: list[str] | None = None) -> int:
             server.wait(timeout=60)
         print("[bench_receiver] peak memory ...", file=sys.stderr)
         memory = memory_phase(tmp)
+        print("[bench_receiver] in-process ...", file=sys.stderr)
+        inproc = in_process_phase(span_payloads, metric_payloads, tmp)
         (run_dir,) = [d for d in output.iterdir() if (d / "journal.jsonl").exists()]
         journaled = _journal_spans(run_dir)
         rows = _series_rows(run_dir)
@@ -583,6 +614,17 @@ def main(argv: list[str] | None = None) -> int:
         f"| metric points | {n_points:,} | {points['requests']:,} | {points['seconds']:.2f} | "
         f"{point_rate:,.0f} | {points['server_cpu']:.2f} | "
         f"{points['server_cpu'] / n_points * 1e6:.1f} | {points['retries']} | {lost_points} |"
+    )
+    print(f"| in-process, no transport: spans | {n_spans:,} | | | | | {inproc['traces']:.1f} | | |")
+    print(
+        f"| in-process, no transport: metric points | {n_points:,} | | | | | "
+        f"{inproc['metrics']:.1f} | | |"
+    )
+    print(
+        "\nThe in-process rows hand the same requests, one after another, straight to what both "
+        "transports call (`Ingest.export`: decode, convert, route, journal) in the benchmark's "
+        "own process: the receiver's work without HTTP or gRPC, and without the contention of "
+        "concurrent requests."
     )
     cores = os.cpu_count() or 1
     print(
