@@ -87,7 +87,7 @@ def finalize_ms(out: str, t0: int, reps: int = 5) -> float:
     times = []
     for rep in range(reps):
         store = RunStore(create_run_dir(Path(out) / "finalize", f"run{rep}"))
-        records = []
+        records: list[dict[str, Any]] = []
         for b in range(10):
             attrs = block_attributes(t0 + b * BLOCK * 500_000)
             attrs["ml.step.first"] = 1 + b * BLOCK
