@@ -42,10 +42,12 @@ def test_pool_workers_record_and_print_nothing(tmp_path: Path, method: str, endi
         env=clean_env(),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,  # spawned workers each import torch: ~11 s idle, minutes under load
     )
     assert plain.returncode == 0, plain.stderr[-3000:]
-    result = run_instrumented(SCRIPT, method, ending, cwd=instrumented_dir, env=clean_env())
+    result = run_instrumented(
+        SCRIPT, method, ending, cwd=instrumented_dir, env=clean_env(), timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     stderr, summaries = _without_summaries(result.stderr)
     assert stderr == plain.stderr
