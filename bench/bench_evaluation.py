@@ -44,6 +44,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medians import median_ci
+
 BUDGET_PERCENT = 1.0
 GROUP_S = 0.6  # least wall time of a group of cycles (the span processor exports every 0.5 s)
 BIN = Path(sys.executable).parent
@@ -251,19 +253,6 @@ def measure(script: Path, mode: str, width: int, batches: int, rounds: int, null
         f"  {name}: {row.percent:+.2f} % ({len(row.added_cpu)} groups of {size})", file=sys.stderr
     )
     return row
-
-
-def median_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
-    """Distribution-free confidence interval of the median (binomial order statistics)."""
-    xs = sorted(values)
-    n = len(xs)
-    tail, cdf, k = (1.0 - level) / 2.0, 0.0, 1
-    for i in range(n + 1):
-        cdf += math.comb(n, i) / 2.0**n
-        if cdf > tail:
-            k = max(i, 1)
-            break
-    return xs[k - 1], xs[n - k]
 
 
 def thread_table(row: Row) -> list[str]:

@@ -55,7 +55,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -66,6 +65,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from medians import median_ci
 
 BUDGET_STEP_US = 10.0
 BUDGET_STEP_PERCENT = 1.0
@@ -333,24 +334,6 @@ def measure_workload(w: Workload, rounds: int, directory: Path) -> dict[str, Row
         for s in servers:
             s.close()
     return rows
-
-
-def median_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
-    """A distribution-free confidence interval of the median: the order statistics whose ranks
-    the binomial(n, 1/2) distribution puts around the middle (no normality assumed)."""
-    xs = sorted(values)
-    n = len(xs)
-    if n < 3:
-        return (xs[0], xs[-1]) if xs else (math.nan, math.nan)
-    tail = (1.0 - level) / 2.0
-    cdf, k = 0.0, 0
-    for i in range(n + 1):  # largest k with P(B <= k - 1) <= tail
-        cdf += math.comb(n, i) / 2.0**n
-        if cdf > tail:
-            k = i
-            break
-    k = max(k, 1)
-    return xs[k - 1], xs[n - k]
 
 
 def verdict_word(ci: tuple[float, float], budget: float) -> str:

@@ -22,24 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
 import time
 
-
-def median_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
-    """Distribution-free confidence interval of the median (binomial order statistics)."""
-    xs = sorted(values)
-    n = len(xs)
-    tail, cdf, k = (1.0 - level) / 2.0, 0.0, 1
-    for i in range(n + 1):
-        cdf += math.comb(n, i) / 2.0**n
-        if cdf > tail:
-            k = max(i, 1)
-            break
-    return xs[k - 1], xs[n - k]
+from medians import median_ci
 
 
 def main() -> None:
