@@ -67,3 +67,11 @@ def unpacked(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
         else:
             out[name] = columns.decode(value)
     return out
+
+
+def activities_of(prov: Mapping[str, Any], kind: str) -> list[dict[str, Any]]:
+    """Activities of ``prov:type`` ``provtel:<kind>`` in a PROV-JSON document, in start order."""
+    found = [
+        a for a in prov.get("activity", {}).values() if a.get("prov:type") == f"provtel:{kind}"
+    ]
+    return sorted(found, key=lambda a: a["otel:start_time_unix_nano"])

@@ -27,7 +27,7 @@ import pytest
 import torch
 
 from provtel.exporter.prov.validate import assert_valid
-from tests.support import clean_env, run_documents, run_instrumented
+from tests.support import activities_of, clean_env, run_documents, run_instrumented
 
 pytestmark = pytest.mark.slow
 
@@ -72,10 +72,7 @@ class Run:
 
     def activities(self, kind: str) -> list[dict[str, Any]]:
         """Activities of ``prov:type`` ``provtel:<kind>``, in start order."""
-        found = [
-            a for a in self.prov["activity"].values() if a.get("prov:type") == f"provtel:{kind}"
-        ]
-        return sorted(found, key=lambda a: a["otel:start_time_unix_nano"])
+        return activities_of(self.prov, kind)
 
     def contexts(self, kind: str) -> list[str]:
         return [a.get("yprov:context") for a in self.activities(kind)]

@@ -67,7 +67,7 @@ class LoaderIterator:
                 and rec.next_index + 1 < tracker.block_end_index
                 and t0 < tracker.block_deadline
             ):
-                # the usual batch: the next step of the same block (Tracker.batch_fetched's
+                # the usual batch: the next step of the same block (Tracker.loader_step's
                 # first case, inlined: this runs once per step)
                 p.batches += 1
                 tracker.last_boundary = t0

@@ -541,18 +541,7 @@ class Tracker:
         """A batch of pass ``p`` was asked for at ``t0`` and arrived at ``t1``: the open step
         ends at ``t0`` and the batch's step begins there (the hot path)."""
         p.batches += 1
-        rec = self.recorder
-        if (
-            rec.open
-            and self.block_pass is p
-            and self.step_from_loader
-            and rec.next_index + 1 < self.block_end_index
-            and t0 < self.block_deadline
-        ):
-            rec.advance(t0)  # the usual case: the next step of the same block
-            self.last_boundary = t0
-        else:
-            rec = self.loader_step(t0, p)
+        rec = self.loader_step(t0, p)
         rec.data_wait_ns = t1 - t0
         if type(batch) in _SEQUENCES and batch and isinstance(batch[0], self._tensor_type):
             first = batch[0]  # the usual (inputs, targets): no torch.Size built
