@@ -486,11 +486,15 @@ def in_process_phase(
 
 
 def _journal_spans(run_dir: Path) -> set[str]:
-    ids = set()
-    with open(run_dir / "journal.jsonl", encoding="utf-8") as journal:
-        for line in journal:
-            if line.startswith('{"t":"span"'):
-                ids.add(json.loads(line)["span_id"])
+    """The span ids a run's journal holds (span records and the receiver's ``otlp_spans``
+    lines alike, read as finalisation reads them)."""
+    from provtel.exporter.prov import journal
+
+    problems: list[str] = []
+    ids = {r.data["span_id"] for r in journal.read(run_dir / "journal.jsonl", problems)
+           if r.kind == journal.SPAN}  # fmt: skip
+    if problems:
+        raise SystemExit(f"unreadable journal lines: {problems[:3]}")
     return ids
 
 

@@ -68,6 +68,40 @@ def activities(doc: dict[str, Any]) -> set[str]:
     return {a["prov:label"] for a in doc["activity"].values() if "otel:span_id" in a}
 
 
+RESOURCE = {"service.name": "svc", "process.owner": "alice"}
+
+
+def otlp_payload(spans: list[tuple[int, str]], span_id: bytes | None = None) -> bytes:
+    """An encoded OTLP ``TracesData`` of epoch spans ``(n, name)`` of trace 11..1 (what
+    ``provtel serve`` journals as an ``otlp_spans`` line)."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    request = ExportTraceServiceRequest()
+    rs = request.resource_spans.add()
+    for key, value in RESOURCE.items():
+        rs.resource.attributes.add(key=key).value.string_value = value
+    ss = rs.scope_spans.add()
+    ss.scope.name = "test"
+    for n, name in spans:
+        otlp_span = ss.spans.add(
+            trace_id=b"\x11" * 16,
+            span_id=span_id if span_id is not None else n.to_bytes(8, "big"),
+            parent_span_id=b"\xaa" * 8,
+            name=name,
+            start_time_unix_nano=BASE + n,
+            end_time_unix_nano=BASE + n + 10,
+        )
+        otlp_span.attributes.add(key="ml.activity").value.string_value = "epoch"
+    return request.SerializeToString()
+
+
+def otlp_line(spans: list[tuple[int, str]], span_id: bytes | None = None) -> bytes:
+    """The journal line of :func:`otlp_payload`, with its newline."""
+    return (journal.encode_otlp_spans(otlp_payload(spans, span_id)) + "\n").encode()
+
+
 def test_a_full_disk_mid_write_never_glues_a_refused_line_to_the_next(tmp_path: Path) -> None:
     run_dir = create_run_dir(tmp_path, "full")
     disk = FullDisk(run_dir / JOURNAL, room=1500)
@@ -185,9 +219,16 @@ def test_fuzz_the_reader_never_raises_and_keeps_every_whole_record(
         (b'{"t":"span","trace_id":"' + b"1" * 32 + b'","start":1}\n', "span_id must be"),
         (b'{"t":"span","trace_id":"1","span_id":"2","start":"x"}\n', "start must be"),
         (b'{"t":"span","trace_id":"1","span_id":"2","start":1e300}\n', "start must be"),
+        (b'{"t":"otlp_spans","data":"!!!!"}\n', "data must be base64"),
+        (b'{"t":"otlp_spans"}\n', "data must be base64, not missing"),
+        (b'{"t":"otlp_spans","data":"CgP//w=="}\n', "not OTLP spans"),  # b"\n\x03\xff\xff"
+        (otlp_line([(9, "epoch 9")], span_id=bytes(8)), "1 span(s) left out: span_id must be"),
     ],
-    ids=["binary", "array", "no-span-id", "start-x", "start-1e300"],
-)
+    ids=[
+        "binary", "array", "no-span-id", "start-x", "start-1e300", "otlp-not-base64",
+        "otlp-no-data", "otlp-not-protobuf", "otlp-zero-span-id",
+    ],
+)  # fmt: skip
 def test_recover_and_merge_say_what_is_wrong_in_one_line(
     tmp_path: Path, content: bytes, reason: str
 ) -> None:
@@ -214,6 +255,99 @@ def test_recover_and_merge_say_what_is_wrong_in_one_line(
     assert merged.returncode == 0, merged.stderr
     assert "Traceback" not in merged.stderr and reason in merged.stderr
     assert activities(assert_valid(job / "prov.json")) == {"epoch 1", "epoch 2"}
+
+
+_otlp_lines = st.lists(st.lists(st.tuples(st.just(0), _text), min_size=1, max_size=4), max_size=5)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    groups=_otlp_lines,
+    cut=st.integers(0, 100_000),
+    garbage=st.lists(st.binary(max_size=40), max_size=3),
+    at=st.integers(0, 5),
+    flip=st.none() | st.tuples(st.integers(0, 4), st.integers(0, 10_000), st.integers(0, 255)),
+)
+def test_fuzz_otlp_span_lines_torn_damaged_or_among_garbage_never_raise(
+    tmp_path: Path,
+    groups: list[list[tuple[int, str]]],
+    cut: int,
+    garbage: list[bytes],
+    at: int,
+    flip: tuple[int, int, int] | None,
+) -> None:
+    """``otlp_spans`` lines (the receiver's) with a torn tail, a byte changed inside one of
+    them (invalid base64, UTF-8 or protobuf) and garbage lines between them: the reader never
+    raises, yields the spans of every whole, intact line in order (with their resource record's
+    id), and reports every other line as ``line N: reason``."""
+    # Span ids of different lines differ in every byte: a changed byte cannot make one another.
+    groups = [
+        [(int.from_bytes(bytes([i + 1]) * 8, "big") + j, name) for j, (_, name) in enumerate(g)]
+        for i, g in enumerate(groups)
+    ]
+    lines = [otlp_line(group) for group in groups]
+    damaged = -1
+    if flip is not None and lines:
+        damaged, offset, byte = flip[0] % len(lines), flip[1], flip[2]
+        line = bytearray(lines[damaged])
+        offset %= len(line) - 1  # never the newline
+        line[offset] = byte if byte != 0x0A else 0x00
+        lines[damaged] = bytes(line)
+    noise = [g.replace(b"\n", b"") + b"\n" for g in garbage]
+    data = b"".join(lines[:at] + noise + lines[at:])
+    torn = data[: len(data) - cut % (len(data) + 1)] if data else b""
+    path = tmp_path / "fuzz.jsonl"
+    path.write_bytes(torn)
+    problems: list[str] = []
+    got = [(r.kind, r.data["span_id"], r.data["resource"]) for r in journal.read(path, problems)]
+    rid = journal.resource_id(RESOURCE)
+    whole, pos = [], 0
+    for i, (line, group) in enumerate(zip(lines, groups, strict=True)):
+        pos = torn.find(line, pos)
+        if pos < 0:
+            break
+        pos += len(line)
+        if i != damaged:
+            whole += [(journal.SPAN, f"{n:016x}", rid) for n, _ in group]
+    assert [g for g in got if g in whole] == whole
+    assert all(kind == journal.SPAN for kind, _, _ in got)
+    assert all(isinstance(p, str) and p.startswith("line ") for p in problems)
+
+
+def test_otlp_span_lines_recover_and_merge_as_span_records_do(tmp_path: Path) -> None:
+    """A rank whose journal holds the receiver's ``otlp_spans`` lines and one with span
+    records: ``provtel recover`` and ``provtel merge`` read both alike -- every span an activity
+    with its times and resource agent, in valid documents."""
+    job = tmp_path / "job"
+    served = RunStore(create_run_dir(job, "rank0"))
+    served.add_otlp_spans(otlp_payload([(1, "epoch 1"), (2, "epoch 2")]), [RESOURCE])
+    served.add_otlp_spans(otlp_payload([(3, "epoch 3")]), [RESOURCE])
+    served.close()
+    local = RunStore(create_run_dir(job, "rank1"))
+    local.add_spans([span(4)])
+    local.close()
+
+    recovered = provtel_cli("recover", served.dir)
+    assert recovered.returncode == 0, recovered.stderr
+    doc = assert_valid(served.dir / "prov.json")
+    assert activities(doc) == {"epoch 1", "epoch 2", "epoch 3"}
+    times = {a["prov:label"]: a["prov:startTime"] for a in doc["activity"].values()}
+    assert times["epoch 3"] == "2026-11-18T11:06:40.000000Z"  # BASE + 3 ns
+    agents = [a for a in doc["agent"].values() if a["prov:type"]["$"] == "prov:SoftwareAgent"]
+    assert [a["prov:label"] for a in agents] == ["svc"]
+
+    merged = provtel_cli("merge", job)
+    assert merged.returncode == 0, merged.stderr
+    assert activities(assert_valid(job / "prov.json")) == {f"epoch {n}" for n in (1, 2, 3, 4)}
+
+    (served.dir / "prov.json").unlink()  # recovered, not finished: the run continues
+    reopened = RunStore.reopen(served.dir)
+    reopened.add_otlp_spans(otlp_payload([(5, "epoch 5")]), [RESOURCE])
+    final = assert_valid(reopened.finalize())
+    assert activities(final) == {f"epoch {n}" for n in (1, 2, 3, 5)}
+    assert not (reopened.dir / JOURNAL).exists()
 
 
 def test_a_journal_with_no_record_at_all_is_one_clear_error(tmp_path: Path) -> None:

@@ -189,11 +189,12 @@ def test_a_receiver_killed_mid_run_loses_nothing_it_acknowledged(
         finish(rank1)  # rank 1 runs to its end while rank 0 waits
 
         def journaled() -> set[str]:
+            from provtel.exporter.prov import journal
+
             ids = set()
-            for journal in output.glob("*/journal.jsonl"):
-                for line in journal.read_text().splitlines():
-                    if line.startswith('{"t":"span"'):
-                        ids.add(json.loads(line)["span_id"])
+            for path in output.glob("*/journal.jsonl"):  # span lines and otlp_spans lines
+                for rec in journal.read(path, [], kinds=(journal.SPAN,)):
+                    ids.add(rec.data["span_id"])
             return ids
 
         wait_for(lambda: acknowledged <= journaled(), what="rank 0's spans journaled")

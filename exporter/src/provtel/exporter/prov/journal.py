@@ -5,11 +5,19 @@ this module, so there is one line format and one record type (:class:`Record`), 
 :func:`decode` and nowhere else.
 
 Format: UTF-8 JSON, one object per line, its type first: ``{"t":"resource",...}``,
-``{"t":"series",...}``, ``{"t":"span",...}`` or, in the receiver's pending files,
-``{"t":"points",...}`` (the span fields are those of
+``{"t":"series",...}``, ``{"t":"span",...}``, ``{"t":"otlp_spans","data":"<base64>"}`` or,
+in the receiver's pending files, ``{"t":"points",...}`` (the span fields are those of
 :mod:`provtel.exporter.prov.records`, with ``resource`` the id of a resource record). NaN and
 infinities are written as ``NaN``/``Infinity`` (as Python's ``json`` writes and reads them);
 lone surrogates in strings survive (``surrogatepass``).
+
+``otlp_spans`` is how ``provtel serve`` journals spans: the OTLP protobuf it received (an
+encoded ``TracesData`` holding the spans of one trace, checked at ingest), base64 in one line,
+with the ``resource`` records of its resources written before it in the same append. Converting
+OTLP to span records is most of a span's cost, so the receiver leaves it to whoever reads the
+journal (finalisation, recovery, merge): :func:`read` yields such a line as the ``span``
+records it holds (:func:`spans_of`), each with ``resource`` the id of its resource record, so a
+reader never sees the difference.
 
 Encoding is on the receiver's hot path, so lines are written by orjson (about ten times faster
 than ``json.dumps``) and by the standard encoder only for what orjson cannot write exactly: a
@@ -26,6 +34,9 @@ record with a ``line N: reason`` problem -- never an exception for what is in th
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import json
 import logging
 import math
@@ -47,6 +58,8 @@ JOURNAL = "journal.jsonl"
 RESOURCE = "resource"
 SERIES = "series"
 SPAN = "span"
+#: Spans as the receiver got them: an encoded OTLP ``TracesData``, base64 (``data``).
+OTLP_SPANS = "otlp_spans"
 #: Metric points of one resource waiting for their run (the receiver's ``.pending`` files).
 POINTS = "points"
 #: Longest journal line read; longer ones are skipped as a problem (a span is at most a
@@ -158,10 +171,22 @@ def encode(kind: str, data: dict[str, Any]) -> str:
     return f'{{"t":"{kind}"' + ("," + body[1:] if len(body) > 2 else "}")
 
 
+def encode_otlp_spans(payload: bytes) -> str:
+    """The journal line (without its newline) of an encoded OTLP ``TracesData`` (the spans
+    :func:`spans_of` turns into span records when the journal is read)."""
+    return '{"t":"otlp_spans","data":"' + base64.b64encode(payload).decode("ascii") + '"}'
+
+
 def dumps(obj: Any) -> str:
     """The compact JSON of the standard encoder, for digests of values (resource and series
     identities): its output never changes with the encoder that writes the lines."""
     return _EXACT.encode(obj)
+
+
+def resource_id(attributes: dict[str, Any]) -> str:
+    """The journal id of a resource: a digest of its attributes."""
+    text = dumps(sorted(attributes.items()))
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
 # -- checks: what a record of each type must hold ---------------------------------------------
@@ -263,8 +288,17 @@ def _check_points(data: dict[str, Any]) -> None:
             raise JournalError(f"a {point['type']} point needs {', '.join(missing)}")
 
 
+def _check_otlp_spans(data: dict[str, Any]) -> None:
+    _need(data, "data", str, "base64")
+    try:
+        data["data"] = base64.b64decode(data["data"], validate=True)
+    except (binascii.Error, ValueError):
+        raise JournalError("data must be base64 (of OTLP protobuf)") from None
+
+
 _CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     SPAN: _check_span,
+    OTLP_SPANS: _check_otlp_spans,
     RESOURCE: _check_resource,
     SERIES: _check_series,
     POINTS: _check_points,
@@ -307,7 +341,9 @@ def read(
     A last line without its newline (torn by a kill or a full disk) is skipped silently. Every
     other line that is not a valid record is skipped, and ``line N: reason`` goes to
     ``problems`` (or, without a list, is logged as a warning). ``kinds`` limits what is decoded:
-    span lines, most of a journal, are skipped unread when spans are not wanted.
+    span lines, most of a journal, are skipped unread when spans are not wanted. An
+    ``otlp_spans`` line is yielded as its span records (:func:`spans_of`); one that does not
+    decode as OTLP is a problem as any other.
     """
     skip_spans = kinds is not None and SPAN not in kinds
     with open(path, "rb") as src:
@@ -325,7 +361,7 @@ def read(
                     line = src.readline(1 << 20)
                 _problem(problems, path, lineno, f"longer than {MAX_LINE_BYTES >> 20} MiB")
                 continue
-            if skip_spans and line.startswith(b'{"t":"span"'):
+            if skip_spans and line.startswith((b'{"t":"span"', b'{"t":"otlp_spans"')):
                 continue
             if line.strip() == b"":
                 continue
@@ -334,8 +370,40 @@ def read(
             except JournalError as exc:
                 _problem(problems, path, lineno, str(exc))
                 continue
-            if kinds is None or record.kind in kinds:
+            if record.kind == OTLP_SPANS:
+                del line
+                found: list[str] = []
+                yield from spans_of(record, found)
+                for reason in found:
+                    _problem(problems, path, lineno, reason)
+            elif kinds is None or record.kind in kinds:
                 yield record
+
+
+def spans_of(record: Record, problems: list[str] | None = None) -> Iterator[Record]:
+    """The ``span`` records of an ``otlp_spans`` record, as the receiver would have journaled
+    them (``resource``: the id of the resource record). Nothing when its data is not OTLP, and
+    spans OTLP's checks reject are left out; the reason goes to ``problems`` either way."""
+    from provtel.exporter.prov import otlp  # only a receiver's journal holds these lines
+
+    try:
+        request = otlp.parse_protobuf(record.data["data"], otlp.SpansRequest)
+        batch = otlp.convert_spans(request)
+    except (otlp.OtlpError, RecursionError) as exc:
+        if problems is not None:
+            problems.append(f"not OTLP spans ({exc})")
+        return
+    del request
+    if batch.rejected and problems is not None:
+        problems.append(f"{batch.rejected} span(s) left out: {batch.error}")
+    ids: dict[int, tuple[dict[str, Any], str]] = {}  # the request's resources, by identity
+    for rec in batch.records:
+        resource = rec["resource"]
+        known = ids.get(id(resource))
+        if known is None:
+            known = ids[id(resource)] = (resource, resource_id(resource))
+        rec["resource"] = known[1]
+        yield Record(SPAN, rec)
 
 
 def _problem(problems: list[str] | None, path: Path, lineno: int, reason: str) -> None:

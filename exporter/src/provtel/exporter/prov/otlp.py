@@ -40,12 +40,15 @@ __all__ = [
     "OtlpError",
     "ResourcePoints",
     "SpanBatch",
+    "SpanScan",
     "SpansRequest",
+    "TraceSpans",
     "attributes",
     "convert_metrics",
     "convert_spans",
     "parse_json",
     "parse_protobuf",
+    "scan_spans",
 ]
 
 _KINDS = dict(enumerate(("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")))
@@ -419,6 +422,217 @@ def convert_spans(request: ExportTraceServiceRequest | Message) -> SpanBatch:
                     }
                 )
     return batch
+
+
+# -- spans checked, not converted (the receiver's hot path) ---------------------------------------
+
+
+#: Encoded ``KeyValue`` attributes known to need nothing at ingest: valid, a scalar value, not
+#: a per-step column or a logged value. Bounded: emptied when full.
+_PLAIN: set[bytes] = set()
+_LOG_PREFIX = "ml.log."
+#: Largest payload journaled as it came (larger ones are converted at ingest): its base64 line
+#: stays well under the journal's longest line.
+MAX_RAW_PAYLOAD = 16 * 1024 * 1024
+
+
+def _special(key: str, value: Any) -> bool:
+    """Whether an attribute makes the receiver convert its span at ingest: per-step columns
+    and logged values become series rows when they arrive."""
+    if key.startswith(_STEP_PREFIX):
+        return not isinstance(value, (int, float))  # a packed column or an array
+    return key.startswith(_LOG_PREFIX)
+
+
+def _plain(raws: Any) -> bool:
+    """Whether encoded span attributes need nothing at ingest; :class:`OtlpError` for a
+    malformed one (as :func:`convert_spans` would raise). Attributes found plain are
+    remembered, so a request's repeated attributes are looked at once."""
+    attributes = _raw_attrs(raws)
+    if any(_special(k, v) for k, v in attributes.items()):
+        return False
+    if len(_PLAIN) >= _CACHE_ENTRIES:
+        _PLAIN.clear()
+    for raw in raws:
+        if raw in _ATTRIBUTE_CACHE:  # a valid scalar (arrays and maps are never cached)
+            _PLAIN.add(raw)
+    return True
+
+
+@dataclass(slots=True)
+class TraceSpans:
+    """The spans of one trace in a request, checked but not converted: what the receiver
+    journals (:meth:`RunStore.add_otlp_spans`)."""
+
+    #: Hex trace id.
+    trace_id: str
+    #: An encoded ``TracesData`` holding exactly these spans.
+    payload: bytes
+    #: Attributes of the resources the spans came from, in ``payload``'s order.
+    resources: list[dict[str, Any]]
+    #: Those of ``resources`` that sent a root span (no parent, or a remote one).
+    roots: list[dict[str, Any]]
+    #: How many spans.
+    spans: int
+    #: The first span's attributes and resource (what names a new run).
+    first: dict[str, Any]
+
+
+@dataclass(slots=True)
+class SpanScan:
+    """A trace request checked as :func:`convert_spans` checks it, split by trace."""
+
+    traces: list[TraceSpans] = field(default_factory=list)
+    rejected: int = 0
+    error: str = ""
+
+    def reject(self, reason: str) -> None:
+        self.rejected += 1
+        if not self.error:
+            self.error = reason
+
+    @property
+    def spans(self) -> int:
+        """Spans kept, over all traces."""
+        return sum(t.spans for t in self.traces)
+
+
+def _span_problem(span: Any) -> str:
+    problem = _ids_problem(span.trace_id, span.span_id, span.parent_span_id)
+    if problem:
+        return problem
+    end = span.end_time_unix_nano
+    if end and end < span.start_time_unix_nano:
+        return "end_time_unix_nano before start_time_unix_nano"
+    return ""
+
+
+def scan_spans(request: Message, raw: bytes | None = None) -> SpanScan | None:
+    """Check a :data:`SpansRequest` (``raw``: its encoding, when at hand) without converting
+    its spans, and split it by trace; None when its spans must be converted now
+    (:func:`convert_spans`): per-step columns or logged values (series rows are written at
+    ingest), a payload beyond :data:`MAX_RAW_PAYLOAD`, or another request type.
+
+    The same spans are rejected, for the same first reason, as :func:`convert_spans` rejects,
+    and a malformed attribute raises the same :class:`OtlpError`, so a request is refused or
+    acknowledged exactly as before. A request of one trace with nothing rejected (an
+    exporter's batch) is journaled as it came; otherwise each trace's spans are encoded anew.
+    """
+    if not isinstance(request, SpansRequest):
+        return None
+    scan = SpanScan()
+    plain = _PLAIN.__contains__
+    first: dict[bytes, tuple[Any, dict[str, Any]]] = {}  # trace -> its first span, resource
+    roots: list[tuple[bytes, int]] = []
+    resources: list[dict[str, Any]] = []
+    used: list[int] = []  # resources with a kept span
+    kept = 0
+    trace_bytes = named = b""
+    for i, rs in enumerate(request.resource_spans):
+        resource = _attrs(rs.resource.attributes)
+        resources.append(resource)
+        before = kept
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
+                if (
+                    trace_id != trace_bytes
+                    or len(span_id) != 8
+                    or span_id == _ZERO_SPAN_ID
+                    or (parent and len(parent) != 8)
+                ):
+                    problem = _ids_problem(trace_id, span_id, parent)
+                    if problem:
+                        scan.reject(problem)
+                        continue
+                    trace_bytes = trace_id
+                end = span.end_time_unix_nano
+                if end and end < span.start_time_unix_nano:
+                    scan.reject("end_time_unix_nano before start_time_unix_nano")
+                    continue
+                raws = span.attributes
+                if not all(map(plain, raws)) and not _plain(raws):
+                    return None
+                if not parent or span.flags & _REMOTE == _REMOTE:
+                    roots.append((trace_id, i))
+                if trace_id != named:
+                    named = trace_id
+                    if trace_id not in first:
+                        first[trace_id] = (span, resource)
+                kept += 1
+        if kept > before:
+            used.append(i)
+    if not kept:
+        return scan
+    if len(first) == 1 and not scan.rejected:
+        (trace,) = first
+        payload = raw if raw is not None else request.SerializeToString()
+        if len(payload) > MAX_RAW_PAYLOAD:
+            return None
+        scan.traces.append(
+            _trace_spans(trace, payload, [resources[i] for i in used], roots, resources, kept,
+                         first[trace])
+        )  # fmt: skip
+        return scan
+    for trace, (payload, indexes, count) in _by_trace(request).items():
+        if len(payload) > MAX_RAW_PAYLOAD:
+            return None
+        scan.traces.append(
+            _trace_spans(trace, payload, [resources[i] for i in indexes], roots, resources,
+                         count, first[trace])
+        )  # fmt: skip
+    return scan
+
+
+def _trace_spans(
+    trace: bytes,
+    payload: bytes,
+    used: list[dict[str, Any]],
+    roots: list[tuple[bytes, int]],
+    resources: list[dict[str, Any]],
+    count: int,
+    first: tuple[Any, dict[str, Any]],
+) -> TraceSpans:
+    root_indexes = sorted({i for t, i in roots if t == trace})
+    span, resource = first
+    return TraceSpans(
+        trace_id=trace.hex(),
+        payload=payload,
+        resources=used,
+        roots=[resources[i] for i in root_indexes],
+        spans=count,
+        first={"attributes": _raw_attrs(span.attributes), "resource": resource},
+    )
+
+
+def _by_trace(request: Message) -> dict[bytes, tuple[bytes, list[int], int]]:
+    """Each trace's kept spans as a ``TracesData`` of their own (resources and scopes copied),
+    encoded, with the indexes of the resources it holds and its span count."""
+    out: dict[bytes, tuple[Message, list[int], list[int]]] = {}
+    for i, rs in enumerate(request.resource_spans):
+        for ss in rs.scope_spans:
+            scopes: dict[bytes, Any] = {}  # trace -> this scope's copy in its request
+            for span in ss.spans:
+                if _span_problem(span):
+                    continue
+                trace = span.trace_id
+                entry = out.get(trace)
+                if entry is None:
+                    entry = out[trace] = (SpansRequest(), [], [0])
+                target = scopes.get(trace)
+                if target is None:
+                    message, indexes, _ = entry
+                    if not indexes or indexes[-1] != i:
+                        copy = message.resource_spans.add()
+                        copy.resource.CopyFrom(rs.resource)
+                        copy.schema_url = rs.schema_url
+                        indexes.append(i)
+                    target = scopes[trace] = message.resource_spans[-1].scope_spans.add()
+                    target.scope.CopyFrom(ss.scope)
+                    target.schema_url = ss.schema_url
+                target.spans.add().CopyFrom(span)
+                entry[2][0] += 1
+    return {t: (m.SerializeToString(), ix, n[0]) for t, (m, ix, n) in out.items()}
 
 
 # -- metrics --------------------------------------------------------------------------------------

@@ -35,7 +35,14 @@ from provtel.exporter.prov.files import (
     make_dirs,
 )
 from provtel.exporter.prov.formats import write_formats
-from provtel.exporter.prov.journal import JOURNAL, JournalError, JournalWriter, encode
+from provtel.exporter.prov.journal import (
+    JOURNAL,
+    JournalError,
+    JournalWriter,
+    encode,
+    encode_otlp_spans,
+    resource_id,
+)
 from provtel.exporter.prov.mapping import DocumentBuilder, context_of, prefixes, step_series
 from provtel.exporter.prov.series import (
     HISTOGRAM_COLUMNS,
@@ -222,6 +229,18 @@ class RunStore:
         for series, part_rows in rows:
             series.append_steps(self.dir, part_rows, self._files)
 
+    def add_otlp_spans(self, payload: bytes, resources: Iterable[dict[str, Any]]) -> None:
+        """Journal spans as the receiver got them: ``payload`` an encoded OTLP ``TracesData``
+        (checked, no per-step arrays or logged values: :func:`otlp.scan_spans`), ``resources``
+        the attributes of the resources it holds. They become span records when the journal is
+        read (:func:`journal.spans_of`)."""
+        lines: list[str] = []
+        for attributes in resources:
+            self._resource(attributes, lines)
+        self._last_resource = None
+        lines.append(encode_otlp_spans(payload))
+        self._write(lines)
+
     def add_metric_points(self, points: Iterable[dict[str, Any]]) -> None:
         """Append metric data points to their series files."""
         lines: list[str] = []
@@ -347,12 +366,6 @@ def write_extra_formats(document: Path, formats: Iterable[str]) -> list[Path]:
         with contextlib.suppress(OSError):
             os.chmod(path, file_mode())
     return written
-
-
-def resource_id(attributes: dict[str, Any]) -> str:
-    """The journal id of a resource: a digest of its attributes."""
-    text = journal.dumps(sorted(attributes.items()))
-    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
 def recover(run_dir: Path, problems: list[str] | None = None) -> Path:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.message import Message
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsPartialSuccess,
     ExportMetricsServiceRequest,
@@ -30,7 +31,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from provtel.exporter.prov.files import AppendFile, cut_torn_tail, make_dirs
-from provtel.exporter.prov.otlp import convert_metrics, convert_spans, to_json
+from provtel.exporter.prov.otlp import (
+    SpanBatch,
+    SpanScan,
+    convert_metrics,
+    convert_spans,
+    scan_spans,
+    to_json,
+)
 from provtel.exporter.receiver.prometheus import PrometheusView
 from provtel.exporter.receiver.runs import Overloaded, Router
 
@@ -217,11 +225,26 @@ class Receiver:
             if self._archive is not None:
                 self._archive.write(to_json(request))
 
-    def export_traces(self, request: ExportTraceServiceRequest) -> ExportTraceServiceResponse:
-        """Journal a trace request; raises :class:`Overloaded` (nothing kept) to refuse it."""
-        batch = convert_spans(request)
-        self._journal(self.router.add_spans, batch.records, request)
-        self.stats.spans += len(batch.records)
+    def export_traces(
+        self, request: ExportTraceServiceRequest | Message, raw: bytes | None = None
+    ) -> ExportTraceServiceResponse:
+        """Journal a trace request (``raw``: its encoding, when at hand); raises
+        :class:`Overloaded` (nothing kept) to refuse it.
+
+        A :data:`~provtel.exporter.prov.otlp.SpansRequest` is only checked and journaled as
+        OTLP (:func:`~provtel.exporter.prov.otlp.scan_spans`), its spans converted when the
+        run is finalised; other requests, and those whose spans write series rows, are
+        converted now."""
+        scan = scan_spans(request, raw)
+        batch: SpanScan | SpanBatch
+        if scan is not None:
+            batch = scan
+            self._journal(self.router.add_otlp_spans, scan.traces, request)
+            self.stats.spans += scan.spans
+        else:
+            batch = convert_spans(request)
+            self._journal(self.router.add_spans, batch.records, request)
+            self.stats.spans += len(batch.records)
         response = ExportTraceServiceResponse()
         if batch.rejected:
             self.stats.rejected_spans += batch.rejected

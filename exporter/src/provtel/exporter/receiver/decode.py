@@ -269,7 +269,7 @@ class Ingest:
         total: Any = ExportTraceServiceResponse() if traces else ExportMetricsServiceResponse()
         if len(body) <= self.chunk_bytes:
             with self.budget.hold(len(body)):
-                return export(parse_protobuf(body, fast_type))
+                return self._export(signal, parse_protobuf(body, fast_type), body)
         else:
             # A split request is checked whole before any of it is journaled, so that a
             # malformed one is refused whole (400, nothing kept) as an unsplit one is. The
@@ -289,7 +289,7 @@ class Ingest:
             part = parts.pop(0)
             try:
                 with self.budget.hold(len(part)):
-                    response = export(parse_protobuf(part, fast_type))
+                    response = self._export(signal, parse_protobuf(part, fast_type), part)
             except BaseException:
                 if done:  # journaled in part: the retry journals only the rest
                     with self._partial_lock:
@@ -300,3 +300,8 @@ class Ingest:
             _merge(total, response, signal)
             done += 1
         return total
+
+    def _export(self, signal: str, request: Any, raw: bytes) -> Any:
+        if signal == "traces":  # spans are journaled as they came: hand over their bytes
+            return self.receiver.export_traces(request, raw)
+        return self.receiver.export_metrics(request)

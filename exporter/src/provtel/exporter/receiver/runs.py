@@ -76,7 +76,7 @@ from provtel.exporter.prov.files import (
     open_private,
     write_private,
 )
-from provtel.exporter.prov.otlp import ResourcePoints
+from provtel.exporter.prov.otlp import ResourcePoints, TraceSpans
 from provtel.exporter.prov.store import (
     JOURNAL,
     RunStore,
@@ -415,6 +415,31 @@ class Router:
                         run.saw(rec.get("resource") or {}, root=True)
                 run.store.add_spans(recs)
                 run.spans += len(recs)
+                run.last_span = run.last_data = now
+
+    def add_otlp_spans(self, traces: list[TraceSpans]) -> None:
+        """Journal spans checked but not converted (:func:`otlp.scan_spans`), each trace into
+        its run, as :meth:`add_spans` does with records.
+
+        Raises :class:`Overloaded`, having written nothing, when too many runs would be open.
+        """
+        if not traces:
+            return
+        with self._lock:
+            self._check_open()
+            new = sum(1 for t in traces if t.trace_id not in self._runs)
+            if new and len(self._runs) + new > self.max_runs:
+                raise Overloaded(f"{len(self._runs)} runs are open (at most {self.max_runs})")
+            now = self.clock()
+            for spans in traces:
+                run = self._runs.get(spans.trace_id) or self._open(spans.trace_id, spans.first, now)
+                for resource in spans.resources:
+                    run.saw(resource, root=False)
+                    self._attach(run, resource_keys(resource))
+                for resource in spans.roots:
+                    run.saw(resource, root=True)
+                run.store.add_otlp_spans(spans.payload, spans.resources)
+                run.spans += spans.spans
                 run.last_span = run.last_data = now
 
     def add_metrics(self, groups: list[ResourcePoints]) -> None:
