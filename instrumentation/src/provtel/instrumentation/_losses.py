@@ -71,11 +71,21 @@ def functional(original: Any, is_compiling: Callable[[], bool]) -> Any:
     return loss
 
 
-def module_call(original: Any, is_compiling: Callable[[], bool]) -> Any:
-    """A replacement for ``torch.nn.modules.loss._Loss.__call__``."""
+def module_call(
+    original: Any,
+    is_compiling: Callable[[], bool],
+    grad_enabled: Callable[[], bool] = lambda: False,
+) -> Any:
+    """A replacement for ``torch.nn.modules.loss._Loss.__call__``.
+
+    ``grad_enabled`` is ``torch.is_grad_enabled``: with gradients on and an input that requires
+    them the loss is a training loss (backward records it), so the call goes straight through
+    (the per-step path: two reads, no bookkeeping)."""
 
     @functools.wraps(original)
     def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if args and grad_enabled() and getattr(args[0], "requires_grad", False):
+            return original(self, *args, **kwargs)
         if is_compiling():
             return original(self, *args, **kwargs)
         state.depth += 1

@@ -429,7 +429,9 @@ class TorchInstrumentor(BaseInstrumentor):
             if hasattr(functional, name):
                 self._replace(functional, name, lambda f: _losses.functional(f, is_compiling))
         base = torch.nn.modules.loss._Loss
-        base.__call__ = _losses.module_call(torch.nn.Module.__call__, is_compiling)
+        base.__call__ = _losses.module_call(
+            torch.nn.Module.__call__, is_compiling, torch.is_grad_enabled
+        )
         self._restore.append(lambda: delattr(base, "__call__"))
         _losses.state.sink = self._loss_sink(tracker)
         self._restore.append(lambda: setattr(_losses.state, "sink", None))
@@ -441,12 +443,17 @@ class TorchInstrumentor(BaseInstrumentor):
             if not (guard.ok and tracker.enabled):
                 return
             try:
-                if result.numel() != 1 or not tracker.active():
+                if result.numel() != 1:
                     return
-                value = float(result.item()) if result.is_cpu else result.detach()
+                if result.is_cpu:
+                    value = result.item()
+                    if type(value) is not float:
+                        value = float(value)
+                else:
+                    value = result.detach()  # read once per block: no synchronisation
                 first = args[0] if args else kwargs.get("input")
-                dim = getattr(first, "dim", None)
-                weight = int(first.shape[0]) if dim is not None and dim() else 1
+                shape = getattr(first, "shape", None)
+                weight = int(shape[0]) if shape else 1
                 target = args[1] if len(args) > 1 else kwargs.get("target")
                 identity, name = _data_identity(tracker, target)
                 tracker.eval_loss(value, weight, identity, name)
@@ -461,10 +468,9 @@ class TorchInstrumentor(BaseInstrumentor):
 
         The usual step (the first backward of a DataLoader batch's step in a training pass, a
         scalar CPU loss, no CUDA events, no AMP scaling) is handled here, inline: two clock
-        reads and a few stores; the loss tensor is kept and read with the block's other losses
-        in one ``torch.stack`` (a ``retain_graph``/``create_graph`` backward reads it at once,
-        so no graph is kept alive). Anything else goes through :meth:`Tracker.backward_begin` /
-        :meth:`Tracker.backward_end`.
+        reads, the loss read with ``item()`` (cheaper than keeping the tensor for a
+        ``torch.stack`` at block close, and it keeps no graph alive) and a few stores. Anything
+        else goes through :meth:`Tracker.backward_begin` / :meth:`Tracker.backward_end`.
         """
         guard = Guard("backward" if not roots_arg else "distributed autograd backward")
         keyword = "roots" if roots_arg else "tensors"
@@ -493,13 +499,9 @@ class TorchInstrumentor(BaseInstrumentor):
                     try:
                         loss = args[0]
                         if type(loss) is tensor_type and loss.is_cpu and not loss.dim():
-                            if (len(args) > 2 and (args[2] or (len(args) > 3 and args[3]))) or (
-                                kwargs
-                                and (kwargs.get("retain_graph") or kwargs.get("create_graph"))
-                            ):
-                                rec.loss = loss.tolist()  # the graph stays: keep no tensor
-                            else:
-                                rec.loss = loss  # read at block close, with the others
+                            # a CPU scalar: read now (~0.3-0.5 µs; no device to wait for,
+                            # and no tensor, graph or GC-tracked row kept until block close)
+                            rec.loss = loss.item()
                         else:
                             rec.loss = tracker._loss_of(loss)
                         tracker.in_backward = True

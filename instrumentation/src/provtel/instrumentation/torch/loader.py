@@ -76,8 +76,8 @@ class LoaderIterator:
                     and batch
                     and isinstance(batch[0], tracker._tensor_type)
                 ):
-                    first = batch[0]
-                    rec.next_batch(t0, t1 - t0, first.size(0) if first.dim() else 1)
+                    shape = batch[0].shape  # a torch.Size: () for a 0-d tensor
+                    rec.next_batch(t0, t1 - t0, shape[0] if shape else 1)
                 else:
                     rec.next_batch(t0, t1 - t0, batch_size(batch))
             else:

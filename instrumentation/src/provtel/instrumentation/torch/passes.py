@@ -175,9 +175,10 @@ class Passes:
     # -- queries ---------------------------------------------------------------------------
     def loader_pass_open(self) -> bool:
         """A DataLoader pass is still handing out batches."""
-        return any(
-            not p.ended and not p.exhausted and p.source == "dataloader" for p in self.passes
-        )
+        for p in self.passes:  # a loop, not any(<generator>): this runs per evaluation batch
+            if not p.ended and not p.exhausted and p.source == "dataloader":
+                return True
+        return False
 
     def draining(self) -> Pass | None:
         """The latest DataLoader pass that got StopIteration and has not ended."""

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -59,6 +60,7 @@ class Tracker:
         self.started_ns = time.time_ns()
         self.pid = os.getpid()
         self.enabled = True
+        _off_in_forked_children(self)
         self._tensor_type: Any = getattr(torch, "Tensor", ())
         # per-step arrays as packed columns, unless the SDK would cut long strings
         self._pack = not any(
@@ -133,8 +135,9 @@ class Tracker:
 
     # -- the run ---------------------------------------------------------------------------
     def active(self) -> bool:
-        """False in forked children (DataLoader workers) and after the run ended."""
-        return self.enabled and os.getpid() == self.pid
+        """False in forked children (DataLoader workers: switched off at the fork, without a
+        ``getpid`` per hook) and after the run ended."""
+        return self.enabled
 
     def ensure_run(self) -> Context | None:
         """The run's context, creating the run span at the first training activity."""
@@ -993,17 +996,30 @@ def launcher_context() -> otel_context.Context:
     return TraceContextTextMapPropagator().extract(carrier, context=otel_context.Context())
 
 
+def _off_in_forked_children(tracker: Tracker) -> None:
+    """Switch ``tracker`` off in every child forked from this process (DataLoader workers,
+    ``multiprocessing`` pools): a child records nothing of its parent's run. A weak reference,
+    so that a tracker of an ended ``instrument()`` is not kept alive by the fork handler."""
+    ref = weakref.ref(tracker)
+
+    def forked() -> None:
+        t = ref()
+        if t is not None:
+            t.enabled = False
+
+    os.register_at_fork(after_in_child=forked)
+
+
 def loss_values(torch: Any, losses: list[Any]) -> list[float]:
-    """Read the block's losses, NaN where there was none: the tensors kept per step (scalar
-    CPU losses as the script computed them, detached device losses) in one ``torch.stack`` per
-    kind, so a step pays no read (~0.7 µs a ``tolist``) and a device no synchronisation."""
-    out = [float("nan")] * len(losses)
+    """Read the block's losses, NaN where there was none. A CPU loss was read in its step (a
+    float); the tensors kept per step (detached device losses, so that a device gets no
+    synchronisation per step; CPU tensors a hook could not read) are read in one
+    ``torch.stack`` per kind."""
+    nan = float("nan")
     tensors = [i for i, v in enumerate(losses) if v is not None and type(v) is not float]
     if not tensors:
-        for i, v in enumerate(losses):
-            if v is not None:
-                out[i] = v
-        return out
+        return [nan if v is None else v for v in losses]
+    out = [nan] * len(losses)
     device = [i for i in tensors if getattr(losses[i], "is_cuda", False)]
     if device:
         values = torch.stack([losses[i].float().reshape(()) for i in device]).tolist()
