@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from unittest import mock
@@ -43,6 +46,42 @@ def test_no_driver_on_this_machine_is_unavailable_with_nvmls_reason() -> None:
     backend = NvmlBackend()
     with pytest.raises(BackendUnavailable, match="NVML Shared Library Not Found"):
         backend.open()
+
+
+NO_LIBRARY_PROBE = """
+import ctypes, json, sys
+from provtel.instrumentation.hardware._common import BackendUnavailable
+from provtel.instrumentation.hardware.nvml import NvmlBackend
+try:
+    ctypes.CDLL("libnvidia-ml.so.1")
+    library = True
+except OSError:
+    library = False
+try:
+    NvmlBackend().open()
+    reason = None
+except BackendUnavailable as exc:
+    reason = str(exc)
+print(json.dumps({"library": library, "reason": reason, "pynvml": "pynvml" in sys.modules}))
+"""
+
+
+def test_without_nvidias_library_pynvml_is_not_imported() -> None:
+    # A fresh process, as under opentelemetry-instrument: on a machine without NVIDIA's
+    # library the reason is NVML's own, found without importing the 5,000-line binding.
+    result = subprocess.run(
+        [sys.executable, "-c", NO_LIBRARY_PROBE], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    if seen["library"]:  # a machine with the driver: pynvml does the work
+        assert seen["pynvml"]
+    else:
+        assert seen == {
+            "library": False,
+            "reason": "NVML Shared Library Not Found",
+            "pynvml": False,
+        }
 
 
 def test_no_driver_through_the_instrumentor(metrics: Metrics) -> None:

@@ -33,6 +33,12 @@ class ProvtelDistro(BaseDistro):
     """Defaults: PROV export always, OTLP when an endpoint is configured."""
 
     def _configure(self, **kwargs: object) -> None:
+        # The SDK's logs module builds a default Resource when it is imported (a class
+        # attribute of ReadWriteLogRecord), running every configured resource detector, and the
+        # configurator imports it just before building the real resource. Imported before our
+        # detectors are chosen, that extra detection is the SDK's two built-in ones only.
+        import opentelemetry.sdk._logs  # noqa: F401
+
         os.environ.setdefault(
             "OTEL_TRACES_EXPORTER", _exporters(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
         )

@@ -10,7 +10,7 @@ import sys
 from opentelemetry.sdk.resources import Resource, ResourceDetector
 
 from provtel.exporter import job
-from provtel.exporter.prov.exporter import default_run_name
+from provtel.exporter.run_name import default_run_name
 from provtel.semconv import attributes as sc
 from provtel.semconv.redaction import redact_argv
 

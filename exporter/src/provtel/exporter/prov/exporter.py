@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,15 +36,21 @@ from provtel.exporter import job
 from provtel.exporter.environment_variables import (
     OTEL_PYTHON_PROVTEL_FORMATS,
     OTEL_PYTHON_PROVTEL_OUTPUT_DIR,
-    OTEL_PYTHON_PROVTEL_RUN_NAME,
+    OTEL_PYTHON_PROVTEL_UPLOAD_URL,
 )
 from provtel.exporter.prov.formats import parse_formats
 from provtel.exporter.prov.records import metric_points, span_record
 from provtel.exporter.prov.store import RunStore, create_run_dir, merge_when_complete
 from provtel.exporter.prov.values import local_name
 from provtel.exporter.report.summary import print_summary
-from provtel.exporter.upload import upload_after_run
+from provtel.exporter.run_name import default_run_name
 from provtel.semconv.workers import pool_worker
+
+if os.environ.get(OTEL_PYTHON_PROVTEL_UPLOAD_URL):
+    # The upload client (urllib, http.client) is loaded only by runs that upload, and then
+    # now rather than at exit: defining dataclasses during interpreter finalisation loses a
+    # Ctrl-C's exit status (see provtel.exporter.report.summary).
+    import provtel.exporter.upload  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -61,14 +66,13 @@ def _point_bytes(point: dict[str, Any]) -> int:
     return 700 + sum(len(str(k)) + len(str(v)) for k, v in attributes.items())
 
 
-def default_run_name() -> str:
-    """The script's file name without extension (``python`` for ``-c`` or a REPL)."""
-    name = os.environ.get(OTEL_PYTHON_PROVTEL_RUN_NAME)
-    if name:
-        return name
-    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
-    stem = Path(argv0).stem if argv0 not in ("-c", "-m", "-") else ""
-    return stem or "python"
+def upload_after_run(document: Path) -> None:
+    """Upload a written document when ``OTEL_PYTHON_PROVTEL_UPLOAD_URL`` is set (never raises;
+    see :func:`provtel.exporter.upload.upload_after_run`)."""
+    if os.environ.get(OTEL_PYTHON_PROVTEL_UPLOAD_URL):
+        from provtel.exporter import upload
+
+        upload.upload_after_run(document)
 
 
 class RunSession:
