@@ -236,7 +236,7 @@ _CATEGORIES = [
     ("journal: JSON encoding", ("journal.py", "json/encoder.py", "json/__init__.py")),
     ("journal: store / series rows", ("prov/store.py", "prov/series.py", "prov/mapping.py")),
     ("routing (receiver/runs.py)", ("receiver/runs.py",)),
-    ("conversion OTLP -> records (prov/otlp.py)", ("prov/otlp.py",)),
+    ("check at ingest / conversion (prov/otlp.py)", ("prov/otlp.py",)),
     ("decode (protobuf, chunking)", ("receiver/decode.py", "ParseFromString", "FromString")),
     ("HTTP transport (tornado, asyncio)", ("tornado/", "asyncio/", "http_server.py")),
     ("gRPC transport (grpcio)", ("grpc/", "grpc_server.py", "cygrpc")),
@@ -601,8 +601,8 @@ def main(argv: list[str] | None = None) -> int:
         "CPU low so that the receiver is what is measured. Time runs from the start signal to "
         "the last acknowledgement. Server CPU is the receiver process's user+system time over "
         "that interval (1.0 s per s = one core). Zero loss: after SIGTERM, every acknowledged "
-        "span is a line of the run's journal and every acknowledged point a row of a series "
-        "file.\n"
+        "span is in the run's journal (its span ids, read back as finalisation reads them) "
+        "and every acknowledged point a row of a series file.\n"
     )
     print(
         "| phase | items | requests | wall s | items/s | server CPU s | CPU per item µs "
@@ -626,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         "\nThe in-process rows hand the same requests, one after another, straight to what both "
-        "transports call (`Ingest.export`: decode, convert, route, journal) in the benchmark's "
+        "transports call (`Ingest.export`: decode, check, route, journal) in the benchmark's "
         "own process: the receiver's work without HTTP or gRPC, and without the contention of "
         "concurrent requests."
     )
@@ -641,7 +641,8 @@ def main(argv: list[str] | None = None) -> int:
         f"\nRequests: {span_bytes / len([b for p in span_payloads for b in p]) / 1024:.0f} KiB "
         f"per trace request on average. Receiver peak RSS: {rss_kib / 1024:.0f} MiB. "
         f"Finalising the run afterwards ({n_spans:,} spans, {n_points:,} points in "
-        f"{n_clients * 100} series): {finalise_s:.1f} s, a {doc_mib:.0f} MiB `prov.json`.\n"
+        f"{n_clients * 100} series): {finalise_s:.1f} s, a {doc_mib:.0f} MiB `prov.json` "
+        "(the spans are converted from OTLP there, no longer at ingest).\n"
     )
     print(
         "\nPeak memory of a fresh receiver with the default limits (`--max-inflight-mib "
@@ -682,17 +683,18 @@ def main(argv: list[str] | None = None) -> int:
         "(one GIL), so a second core adds little."
     )
     print(
-        "\nHow the receiver spends less (issue 12): journal lines are written by orjson (the "
-        "standard encoder only for a record orjson cannot write exactly: NaN/infinity, found by "
-        "counting the `null`s it wrote, integers beyond 64 bits, lone surrogates); spans and "
-        "data points are decoded with their attributes left as encoded `KeyValue` bytes "
-        "(`otlp.SpansRequest`, `otlp.MetricsRequest`) and converted through a bounded cache, so "
-        "the names and values a request repeats are converted once; a span is checked before "
-        "its attributes are converted and a request's trace id once; a request is routed once "
-        "per trace; the series files of all open runs stay open in one pool bounded by the "
-        "descriptor limit (a point is one `write`, no `open`/`close`). What is left per span is "
-        "the reading of each span's fields from upb (about a dozen reads), the record dict, "
-        "its journal line, and the transports."
+        "\nHow the receiver spends less (issue 12): spans are not converted at ingest. A trace "
+        "request is decoded with its spans' attributes left as encoded `KeyValue` bytes "
+        "(`otlp.SpansRequest`) and checked as conversion would check it "
+        "(`otlp.scan_spans`: ids, times, attributes -- each distinct encoded attribute decoded "
+        "once, then found in a bounded set of plain ones); a request of one trace with nothing "
+        "rejected is journaled as the bytes it came as (one base64 `otlp_spans` line), "
+        "others as each trace's spans encoded anew by upb; spans become records only when the "
+        "journal is read (finalisation, restart, recovery, merge: `journal.spans_of`). "
+        "Requests holding per-step columns or logged values (series rows written on arrival) "
+        "are still converted at ingest, as are OTLP/JSON requests. Metric points: journal "
+        "lines written by orjson, attributes converted through a bounded cache, the series "
+        "files of all open runs kept open in one pool (a point is one `write`)."
     )
     verdict = "**PASS**" if ok else "**FAIL**"
     print(

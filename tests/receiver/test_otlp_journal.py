@@ -290,12 +290,19 @@ def test_fuzz_the_ingest_check_rejects_and_keeps_what_conversion_does(wire: byte
         )
 
 
-def test_spans_that_write_series_at_ingest_are_converted_at_ingest() -> None:
-    """Per-step columns and logged values become series rows when they arrive, so a request
-    holding them is converted at once (the records path), whatever else it holds."""
+@pytest.mark.parametrize("kind", ["array", "packed", "logged"])
+def test_spans_that_write_series_at_ingest_are_converted_at_ingest(kind: str) -> None:
+    """Per-step columns (arrays or packed strings) and logged values become series rows when
+    they arrive, so a request holding them is converted at once (the records path), whatever
+    else it holds -- also when the same attribute was seen plain before."""
     request = trace_request(plain_spans(resource(), T1, seed=4))
-    attributes = request.resource_spans[0].scope_spans[0].spans[0].attributes
-    attributes.add(key="ml.step.loss").value.array_value.values.add().double_value = 0.5
+    attributes = request.resource_spans[0].scope_spans[-1].spans[-1].attributes
+    if kind == "array":
+        attributes.add(key="ml.step.loss").value.array_value.values.add().double_value = 0.5
+    elif kind == "packed":
+        attributes.add(key="ml.step.loss.packed").value.string_value = "AAAA"
+    else:
+        attributes.add(key="ml.log.name").value.string_value = "accuracy"
     wire = request.SerializeToString()
     assert scan_spans(parse_protobuf(wire, SpansRequest), wire) is None
     assert scan_spans(parse_protobuf(wire, ExportTraceServiceRequest), wire) is None

@@ -436,25 +436,35 @@ _LOG_PREFIX = "ml.log."
 MAX_RAW_PAYLOAD = 16 * 1024 * 1024
 
 
-def _special(key: str, value: Any) -> bool:
-    """Whether an attribute makes the receiver convert its span at ingest: per-step columns
-    and logged values become series rows when they arrive."""
-    if key.startswith(_STEP_PREFIX):
-        return not isinstance(value, (int, float))  # a packed column or an array
-    return key.startswith(_LOG_PREFIX)
+_NUMBERS = frozenset({"int_value", "double_value", "bool_value"})
 
 
-def _plain(raws: Any) -> bool:
+def _plain(raws: list[bytes]) -> bool:
     """Whether encoded span attributes need nothing at ingest; :class:`OtlpError` for a
-    malformed one (as :func:`convert_spans` would raise). Attributes found plain are
-    remembered, so a request's repeated attributes are looked at once."""
-    attributes = _raw_attrs(raws)
-    if any(_special(k, v) for k, v in attributes.items()):
-        return False
-    if len(_PLAIN) >= _CACHE_ENTRIES:
-        _PLAIN.clear()
-    for raw in raws:
-        if raw in _ATTRIBUTE_CACHE:  # a valid scalar (arrays and maps are never cached)
+    malformed one (as :func:`convert_spans` would raise).
+
+    Only the attributes not known plain yet are decoded (a span's step number or time is new
+    every span; its names and kinds are not). Per-step columns (``ml.step.*`` holding a packed
+    string or an array) and logged values (``ml.log.*``) become series rows when they arrive:
+    a span holding one is not plain. Plain attributes are remembered (a bounded set)."""
+    for raw in set(raws).difference(_PLAIN):
+        try:
+            kv = KeyValue.FromString(raw)
+        except (DecodeError, RecursionError, ValueError) as exc:
+            raise OtlpError(f"malformed protobuf KeyValue: {exc}") from None
+        key = kv.key
+        if key.startswith(_LOG_PREFIX):
+            return False
+        kind = kv.value.WhichOneof("value")
+        if kind in _NUMBERS:
+            pass  # a number is never a column, whatever its name
+        elif key.startswith(_STEP_PREFIX):
+            return False
+        elif kind not in _SCALARS and kind != "bytes_value":
+            continue  # an array or a map: checked again when it comes again
+        if len(raw) <= _CACHE_ENTRY_BYTES:
+            if len(_PLAIN) >= _CACHE_ENTRIES:
+                _PLAIN.clear()
             _PLAIN.add(raw)
     return True
 
@@ -521,16 +531,15 @@ def scan_spans(request: Message, raw: bytes | None = None) -> SpanScan | None:
     if not isinstance(request, SpansRequest):
         return None
     scan = SpanScan()
-    plain = _PLAIN.__contains__
-    first: dict[bytes, tuple[Any, dict[str, Any]]] = {}  # trace -> its first span, resource
+    # One C call a span: a slice of upb's repeated bytes costs half of iterating it.
+    plain = _PLAIN.issuperset
+    first: dict[bytes, tuple[Any, int]] = {}  # trace -> its first span, its resource's index
     roots: list[tuple[bytes, int]] = []
-    resources: list[dict[str, Any]] = []
-    used: list[int] = []  # resources with a kept span
+    # Resources with a kept span, by index, converted once (never those without spans).
+    resources: dict[int, dict[str, Any]] = {}
     kept = 0
     trace_bytes = named = b""
     for i, rs in enumerate(request.resource_spans):
-        resource = _attrs(rs.resource.attributes)
-        resources.append(resource)
         before = kept
         for ss in rs.scope_spans:
             for span in ss.spans:
@@ -550,18 +559,18 @@ def scan_spans(request: Message, raw: bytes | None = None) -> SpanScan | None:
                 if end and end < span.start_time_unix_nano:
                     scan.reject("end_time_unix_nano before start_time_unix_nano")
                     continue
-                raws = span.attributes
-                if not all(map(plain, raws)) and not _plain(raws):
+                raws = span.attributes[:]
+                if not plain(raws) and not _plain(raws):
                     return None
                 if not parent or span.flags & _REMOTE == _REMOTE:
                     roots.append((trace_id, i))
                 if trace_id != named:
                     named = trace_id
                     if trace_id not in first:
-                        first[trace_id] = (span, resource)
+                        first[trace_id] = (span, i)
                 kept += 1
         if kept > before:
-            used.append(i)
+            resources[i] = _attrs(rs.resource.attributes)
     if not kept:
         return scan
     if len(first) == 1 and not scan.rejected:
@@ -570,16 +579,14 @@ def scan_spans(request: Message, raw: bytes | None = None) -> SpanScan | None:
         if len(payload) > MAX_RAW_PAYLOAD:
             return None
         scan.traces.append(
-            _trace_spans(trace, payload, [resources[i] for i in used], roots, resources, kept,
-                         first[trace])
+            _trace_spans(trace, payload, list(resources), roots, resources, kept, first[trace])
         )  # fmt: skip
         return scan
     for trace, (payload, indexes, count) in _by_trace(request).items():
         if len(payload) > MAX_RAW_PAYLOAD:
             return None
         scan.traces.append(
-            _trace_spans(trace, payload, [resources[i] for i in indexes], roots, resources,
-                         count, first[trace])
+            _trace_spans(trace, payload, indexes, roots, resources, count, first[trace])
         )  # fmt: skip
     return scan
 
@@ -587,21 +594,21 @@ def scan_spans(request: Message, raw: bytes | None = None) -> SpanScan | None:
 def _trace_spans(
     trace: bytes,
     payload: bytes,
-    used: list[dict[str, Any]],
+    used: list[int],
     roots: list[tuple[bytes, int]],
-    resources: list[dict[str, Any]],
+    resources: dict[int, dict[str, Any]],
     count: int,
-    first: tuple[Any, dict[str, Any]],
+    first: tuple[Any, int],
 ) -> TraceSpans:
     root_indexes = sorted({i for t, i in roots if t == trace})
-    span, resource = first
+    span, index = first
     return TraceSpans(
         trace_id=trace.hex(),
         payload=payload,
-        resources=used,
+        resources=[resources[i] for i in used],
         roots=[resources[i] for i in root_indexes],
         spans=count,
-        first={"attributes": _raw_attrs(span.attributes), "resource": resource},
+        first={"attributes": _raw_attrs(span.attributes), "resource": resources[index]},
     )
 
 

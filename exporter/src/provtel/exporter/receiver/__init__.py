@@ -12,8 +12,9 @@ What it does, per the OTLP specification (see the transport modules for the stat
 * groups them into runs -- one per trace id, so the ranks and nodes of a job merge into one
   document -- and finalises a run when its root span has ended and a grace period passed, or
   after an idle timeout (:mod:`.runs`);
-* journals every record before acknowledging it, and reopens unfinished runs at start, so a
-  restart loses nothing acknowledged;
+* journals every record before acknowledging it (spans as the checked OTLP protobuf they came
+  as, converted when the run is finalised), and reopens unfinished runs at start, so a restart
+  loses nothing acknowledged;
 * bounds what it holds: message size, bytes in flight, open runs, connections, pending
   resources, ``/metrics`` series; beyond a bound it answers "retry later"
   (HTTP 503 + ``Retry-After``, gRPC ``RESOURCE_EXHAUSTED`` + ``RetryInfo``);

@@ -40,11 +40,17 @@ stop also removes the file.
 ``max_pending_bytes``; the series the open runs hold (identity, label, attributes) at most
 ``max_series_bytes``; beyond either, requests are refused with :class:`Overloaded` (retry).
 
-**Restarts.** Everything is journaled before :meth:`Router.add_spans` / :meth:`add_metrics`
-return, and the receiver acknowledges only after they return. :meth:`Router.recover` reopens
-every folder with a ``receiver.json``, a journal and no ``prov.json``
-(:meth:`RunStore.reopen`), and re-indexes the pending files, so a restarted receiver continues
-where the last one stopped.
+**Spans are journaled as OTLP.** :meth:`Router.add_otlp_spans` takes a request's spans checked
+but not converted (:func:`~provtel.exporter.prov.otlp.scan_spans`: per trace, the resources,
+which of them sent a root span, the first span for the folder name) and journals their protobuf
+(``otlp_spans`` lines); they become records when the journal is read. :meth:`Router.add_spans`
+takes records (``provtel convert``, and requests whose spans write series rows on arrival).
+
+**Restarts.** Everything is journaled before :meth:`Router.add_spans` / :meth:`add_otlp_spans`
+/ :meth:`add_metrics` return, and the receiver acknowledges only after they return.
+:meth:`Router.recover` reopens every folder with a ``receiver.json``, a journal and no
+``prov.json`` (:meth:`RunStore.reopen`), and re-indexes the pending files, so a restarted
+receiver continues where the last one stopped.
 
 Thread safety: one lock serialises routing and journaling (the work is Python, so the GIL
 serialises it anyway); building a document runs outside it.
