@@ -3,7 +3,9 @@
 Records arrive in any order; each record kind (``entity``, ``activity``, ``used`` ...) is spooled
 to its own temporary file in batches serialised with orjson, and :meth:`ProvJsonWriter.close`
 stitches the spools into one PROV-JSON object and renames it into place. Memory holds at most one
-batch per kind. The caller guarantees that each element id is written once.
+batch per kind. A kind that never fills a batch (every kind of a short run's document) never
+gets a file: it is written from memory at close, so a small document costs no temporary files.
+The caller guarantees that each element id is written once.
 """
 
 from __future__ import annotations
@@ -63,18 +65,19 @@ SPOOL_PREFIX = ".prov-spool-"
 class _Spool:
     __slots__ = ("batch", "count", "file")
 
-    def __init__(self, file: IO[bytes]) -> None:
-        self.file = file
+    def __init__(self) -> None:
+        self.file: IO[bytes] | None = None  # opened when the first batch is full
         self.batch: dict[str, Any] = {}
         self.count = 0
 
-    def flush(self) -> None:
+    def flush(self, out: IO[bytes]) -> None:
+        """Append the batch to ``out`` (the spool file, or the document at close)."""
         if not self.batch:
             return
         body = orjson.dumps(self.batch)[1:-1]  # drop the braces: "id":{...},"id":{...}
         if self.count:
-            self.file.write(b",")
-        self.file.write(body)
+            out.write(b",")
+        out.write(body)
         self.count += len(self.batch)
         self.batch = {}
 
@@ -85,25 +88,28 @@ class ProvJsonWriter:
     def __init__(self, path: str | os.PathLike[str], prefixes: dict[str, str]) -> None:
         self.path = Path(path)
         self.prefixes = dict(prefixes)
-        self._spool_dir = Path(tempfile.mkdtemp(prefix=SPOOL_PREFIX, dir=self.path.parent))
+        self._spool_dir: Path | None = None  # created with the first spool file
         self._spools: dict[str, _Spool] = {}
         self._blank = dict.fromkeys(RELATION_KINDS, 0)
         self.records = 0
 
-    def _spool(self, kind: str) -> _Spool:
-        spool = self._spools.get(kind)
-        if spool is None:
-            spool = _Spool(open(self._spool_dir / kind, "wb"))  # noqa: SIM115 closed in close()
-            self._spools[kind] = spool
-        return spool
+    def _spill(self, kind: str, spool: _Spool) -> None:
+        """Move a full batch to the kind's spool file."""
+        if spool.file is None:
+            if self._spool_dir is None:
+                self._spool_dir = Path(tempfile.mkdtemp(prefix=SPOOL_PREFIX, dir=self.path.parent))
+            spool.file = open(self._spool_dir / kind, "wb")  # noqa: SIM115 closed in close()
+        spool.flush(spool.file)
 
     def element(self, kind: str, identifier: str, attributes: dict[str, Any]) -> None:
         """Add an ``entity``, ``activity`` or ``agent`` with its attributes."""
-        spool = self._spool(kind)
+        spool = self._spools.get(kind)
+        if spool is None:
+            spool = self._spools[kind] = _Spool()
         spool.batch[identifier] = attributes
         self.records += 1
         if len(spool.batch) >= _BATCH:
-            spool.flush()
+            self._spill(kind, spool)
 
     def relation(self, kind: str, attributes: dict[str, Any]) -> str:
         """Add a relation record (``used``, ``wasInformedBy`` ...) and return its blank id."""
@@ -122,11 +128,15 @@ class ProvJsonWriter:
                     spool = self._spools.get(kind)
                     if spool is None:
                         continue
-                    spool.flush()
-                    spool.file.close()
                     out.write(b',"' + kind.encode() + b'":{')
-                    with open(self._spool_dir / kind, "rb") as src:
-                        shutil.copyfileobj(src, out, 1 << 20)
+                    if spool.file is not None:
+                        assert self._spool_dir is not None
+                        spool.flush(spool.file)
+                        spool.file.close()
+                        with open(self._spool_dir / kind, "rb") as src:
+                            shutil.copyfileobj(src, out, 1 << 20)
+                    else:  # never filled a batch: straight from memory
+                        spool.flush(out)
                     out.write(b"}")
                 out.write(b"}\n")
             os.replace(tmp, self.path)
@@ -138,7 +148,9 @@ class ProvJsonWriter:
     def abort(self) -> None:
         """Drop the spools without writing a document."""
         for spool in self._spools.values():
-            if not spool.file.closed:
+            if spool.file is not None and not spool.file.closed:
                 spool.file.close()
         self._spools.clear()
-        shutil.rmtree(self._spool_dir, ignore_errors=True)
+        if self._spool_dir is not None:
+            shutil.rmtree(self._spool_dir, ignore_errors=True)
+            self._spool_dir = None
