@@ -216,6 +216,14 @@ class StepRecorder:
             self.tail_had_backward = False
             self.tail_loss = None
 
+    def record(self, start: int, now: int, loss: Any, batch_size: int) -> None:
+        """Append a whole step from ``start`` to ``now`` (perf ns) that had only a loss (an
+        evaluation batch from the model's state) to the open block; no step is open."""
+        self.block.rows.append(  # type: ignore[union-attr]  # the caller checked it exists
+            (start + self._offset, now - start, 0, 0, 0, loss, math.nan, batch_size, 0)
+        )
+        self.next_index += 1
+
     def take_block(self) -> Block | None:
         """Hand over the open block (None when empty) and start a new one."""
         block, self.block = self.block, None

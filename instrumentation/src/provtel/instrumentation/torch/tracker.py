@@ -344,6 +344,30 @@ class Tracker:
                 p.eval_losses.append(value)
                 p.eval_weights.append(weight)
             return
+        p = self.passes.model_pass
+        if (
+            p is not None
+            and not rec.open
+            and self.step_pass is p
+            and not self.step_from_loader
+            and not p.ended
+            and not p.training
+            and p.dataset == identity
+            and self.block_pass is p
+            and rec.block is not None
+            and rec.next_index + 1 < self.block_end_index
+            and now < self.block_deadline
+            and not self.passes.loader_pass_open()
+            and self.passes.draining() is None
+        ):
+            # the next batch of the same evaluation from the model's state, in the same block
+            # (loss_pass + begin_step + end_step of the case below, in one row: per batch)
+            rec.record(self.last_boundary or now, now, value, weight)
+            self.last_boundary = now
+            p.batches += 1
+            p.eval_losses.append(value)
+            p.eval_weights.append(weight)
+            return
         p = self.passes.loss_pass(identity, name, now)
         if p is None:
             return
