@@ -5,8 +5,9 @@ shared 2-core machine: two processes running the same script differ by tens of �
 reasons that have nothing to do with their work. Here ONE process, started the way a user starts
 it (``opentelemetry-instrument python bench/torch_chunks.py``: the distro, the PROV exporters,
 the hardware instrumentors, the batch span processor and the metric reader are all live), trains
-the tiny model of issue 9 (16→8→4, batch 8, a shuffled ``DataLoader``; every epoch ends with a
-validation pass and a checkpoint) and switches the PyTorch instrumentation's tracker on and off
+the model of ``bench/torch_workload.py`` with the same arguments (by default the tiny model of
+issue 9: 16→8→4, batch 8, a shuffled ``DataLoader``; every epoch ends with a validation pass and
+a checkpoint) and switches the PyTorch instrumentation's tracker on and off
 (``Tracker.enabled``) for alternating chunks of ``--chunk`` training steps. The chunks come in
 pairs, each pair in a random order (a private ``random.Random``), so the load of the rest of the
 machine, which drifts over seconds, meets both halves of a pair alike.
@@ -122,7 +123,14 @@ def entry_ns(tracker: Any, torch: Any) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=300, help="pairs of chunks (on, off)")
-    parser.add_argument("--chunk", type=int, default=150, help="training steps per chunk")
+    parser.add_argument(
+        "--chunk", type=int, default=None, help="training steps per chunk (a tenth of an epoch)"
+    )
+    # the workload's arguments, as bench/torch_workload.py takes them
+    parser.add_argument("--input", type=int, default=16)
+    parser.add_argument("--hidden", type=int, default=8)
+    parser.add_argument("--depth", type=int, default=1, help="hidden layers")
+    parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=1500, help="training steps per epoch")
     parser.add_argument("--val-steps", type=int, default=150)
     parser.add_argument("--seed", type=int, default=0, help="order of the chunks in each pair")
@@ -142,12 +150,16 @@ def main() -> None:
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    n, nv = args.steps * 8, args.val_steps * 8
-    train = TensorDataset(torch.randn(n, 16), torch.randint(0, 4, (n,)))
-    val = TensorDataset(torch.randn(nv, 16), torch.randint(0, 4, (nv,)))
-    model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))
+    n, nv = args.steps * args.batch, args.val_steps * args.batch
+    train = TensorDataset(torch.randn(n, args.input), torch.randint(0, 4, (n,)))
+    val = TensorDataset(torch.randn(nv, args.input), torch.randint(0, 4, (nv,)))
+    layers: list[nn.Module] = [nn.Linear(args.input, args.hidden), nn.ReLU()]
+    for _ in range(args.depth - 1):
+        layers += [nn.Linear(args.hidden, args.hidden), nn.ReLU()]
+    model = nn.Sequential(*layers, nn.Linear(args.hidden, 4))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     order = random.Random(args.seed)
+    args.chunk = args.chunk or args.steps // 10
     chunks_per_epoch = args.steps // args.chunk
     if chunks_per_epoch < 2 or chunks_per_epoch % 2:
         sys.exit("--steps must hold an even number (>= 2) of chunks")
@@ -161,7 +173,7 @@ def main() -> None:
         for _ in range(chunks_per_epoch // 2):
             plan += [True, False] if order.random() < 0.5 else [False, True]
         marks = []
-        for i, (x, y) in enumerate(DataLoader(train, batch_size=8, shuffle=True)):
+        for i, (x, y) in enumerate(DataLoader(train, batch_size=args.batch, shuffle=True)):
             if i % args.chunk == 0:
                 marks.append((time.process_time(), time.thread_time()))
                 tracker.enabled = plan[i // args.chunk] if timed else True
@@ -183,7 +195,7 @@ def main() -> None:
                 plain_steps.append(off[0])
         model.eval()
         with torch.no_grad():
-            for x, y in DataLoader(val, batch_size=8):
+            for x, y in DataLoader(val, batch_size=args.batch):
                 nn.functional.cross_entropy(model(x), y)
         torch.save(model.state_dict(), checkpoint)
 
