@@ -83,10 +83,16 @@ def entry_ns(tracker: Any, torch: Any) -> dict[str, float]:
 
     inst = TorchInstrumentor()
     noop = lambda *a, **k: None  # noqa: E731
-    n = 20000
+    n = 5000
 
-    def best(f: Any) -> float:
-        return min(timeit.repeat(f, number=n, repeat=5)) / n * 1e9
+    def added(f: Any, base: Any) -> float:
+        """Best of interleaved repeats of ``f`` minus best of ``base``: the calls' cost drifts
+        within a process (allocator, caches), so the two are timed turn about."""
+        a, b = [], []
+        for _ in range(7):
+            a.append(timeit.timeit(f, number=n))
+            b.append(timeit.timeit(base, number=n))
+        return (min(a) - min(b)) / n * 1e9
 
     was = tracker.enabled
     tracker.enabled = False
@@ -108,12 +114,16 @@ def entry_ns(tracker: Any, torch: Any) -> dict[str, float]:
         proxy = loader_hooks.LoaderIterator(Batches(), None, tracker)
         optimizer = torch.optim.SGD([x], lr=0.1)
         out = {
-            "loss module": best(lambda: module(crit, x, y)) - best(lambda: original(crit, x, y)),
-            "backward": best(lambda: backward(x, None, None, False, inputs=None))
-            - best(lambda: noop(x, None, None, False, inputs=None)),
-            "optimizer pre+post": best(lambda: (pre(optimizer, (), {}), post(optimizer, (), {})))
-            - best(lambda: (noop(optimizer, (), {}), noop(optimizer, (), {}))),
-            "DataLoader next": best(lambda: next(proxy)) - best(lambda: next(raw)),
+            "loss module": added(lambda: module(crit, x, y), lambda: original(crit, x, y)),
+            "backward": added(
+                lambda: backward(x, None, None, False, inputs=None),
+                lambda: noop(x, None, None, False, inputs=None),
+            ),
+            "optimizer pre+post": added(
+                lambda: (pre(optimizer, (), {}), post(optimizer, (), {})),
+                lambda: None,  # without the instrumentation torch calls no hook at all
+            ),
+            "DataLoader next": added(lambda: next(proxy), lambda: next(raw)),
         }
     finally:
         tracker.enabled = was
