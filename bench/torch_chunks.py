@@ -99,7 +99,12 @@ def entry_ns(tracker: Any, torch: Any) -> dict[str, float]:
     try:
         x = torch.randn(8, 4, requires_grad=True)
         y = torch.randint(0, 4, (8,))
-        crit = torch.nn.CrossEntropyLoss()
+
+        class Passthrough(torch.nn.modules.loss._Loss):  # a loss module as cheap as can be
+            def forward(self, a: Any, b: Any) -> Any:
+                return a
+
+        crit = Passthrough()
         original = torch.nn.Module.__call__
         module = _losses.module_call(original, torch.compiler.is_compiling, torch.is_grad_enabled)
         backward = inst._backward(tracker)(noop)
