@@ -48,6 +48,10 @@ from typing import Any
 
 TARGET_SPANS_PER_S = 50_000
 BATCH = 512
+#: py-spy's sampling rate with --profile. It runs on the same 2 cores as the receiver and the
+#: clients: at 250 Hz its own process took 1.0-2.2 s of CPU in a 3-5 s span phase, at 100 Hz
+#: 0.8-1.4 s, still hundreds of samples per busy thread for the shares.
+PY_SPY_HZ = 100
 
 
 # -- workload ---------------------------------------------------------------------------------
@@ -286,7 +290,7 @@ def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
     if not exe.exists():
         return None
     return subprocess.Popen(
-        [str(exe), "record", "--pid", str(pid), "--format", "raw", "--rate", "250",
+        [str(exe), "record", "--pid", str(pid), "--format", "raw", "--rate", str(PY_SPY_HZ),
          "--nonblocking", "--threads", "--output", str(out)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -668,7 +672,10 @@ def main(argv: list[str] | None = None) -> int:
         per_item = (spans if signal_name == "traces" else points)["server_cpu"] / (
             n_spans if signal_name == "traces" else n_points
         )
-        print(f"\nWhere the server's CPU goes ({signal_name}; py-spy samples of all threads):\n")
+        print(
+            f"\nWhere the server's CPU goes ({signal_name}; py-spy samples of all threads at "
+            f"{PY_SPY_HZ} Hz):\n"
+        )
         print("| part | share | ≈ µs per item |")
         print("|---|---:|---:|")
         for name, share in shares:
