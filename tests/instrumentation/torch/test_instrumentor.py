@@ -522,3 +522,32 @@ def test_torch_compile_captures_the_same_graphs(otel: Otel, what: str) -> None:
     assert instrumented == plain
     if what == "train_step":
         assert len(per_step(spans, "ml.step.loss")) == 1  # and the step was recorded
+
+
+def test_a_torch_script_does_not_import_numpy_random(tmp_path: Any) -> None:
+    """The numpy seed hook waits for ``numpy.random`` (numpy 2 imports it lazily; reading it
+    from the numpy hook would import it into every torch script), and still wraps ``seed``
+    the moment a script uses it."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from provtel.instrumentation.torch import TorchInstrumentor\n"
+        "TorchInstrumentor().instrument(tracer_provider=TracerProvider())\n"
+        "import torch\n"
+        "print('numpy' in sys.modules, 'numpy.random' in sys.modules)\n"
+        "import numpy as np\n"
+        "np.random.seed(5)\n"
+        "print(hasattr(np.random.seed, '__wrapped__'))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={"OTEL_PYTHON_PROVTEL_OUTPUT_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        check=True,
+    )
+    assert out.stdout.split() == ["True", "False", "True"], out.stderr[-2000:]

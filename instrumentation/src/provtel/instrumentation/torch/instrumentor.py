@@ -108,6 +108,7 @@ class TorchInstrumentor(BaseInstrumentor):
             ("torch", self._on_torch),
             ("random", self._on_random),
             ("numpy", self._on_numpy),
+            ("numpy.random", self._on_numpy_random),
             ("argparse", self._on_argparse),
             ("torch._dynamo", self._on_dynamo),
             ("safetensors.torch", self._on_safetensors),
@@ -227,11 +228,15 @@ class TorchInstrumentor(BaseInstrumentor):
         self._wrap(module, "seed", self._seed_wrapper("random"))
 
     def _on_numpy(self, module: Any) -> None:
-        self._wrap(module.random, "seed", self._seed_wrapper("numpy"))
         memmap = getattr(module, "memmap", None)
         original = memmap.__dict__.get("__new__") if memmap is not None else None
         if isinstance(original, staticmethod):
             self._memmap(memmap, original)
+
+    def _on_numpy_random(self, module: Any) -> None:
+        # a hook of its own: numpy 2 imports numpy.random lazily, and reading ``numpy.random``
+        # in the numpy hook would import it into every torch script (~10 ms)
+        self._wrap(module, "seed", self._seed_wrapper("numpy"))
 
     def _memmap(self, memmap: Any, original: Any) -> None:
         """A ``numpy.memmap`` opened: the batch source of hand-batched scripts (nanoGPT's
