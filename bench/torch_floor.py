@@ -1,0 +1,150 @@
+"""The floor of pure-Python hooks: what the five per-step hook points cost with almost no work.
+
+provtel's PyTorch instrumentation enters Python five times per training step: the DataLoader
+iterator's ``__next__`` (a proxy), ``torch.autograd.backward`` (a replacement), the optimizer
+step pre- and post-hooks (``register_optimizer_step_pre_hook``/``post_hook``) and the loss
+function (a ``torch.nn.functional`` replacement). This script installs *minimal* hooks at the
+same points, each doing no more than a step record needs (two clock reads, the loss read with
+``item()``, the learning rate, the batch size, one tuple appended per step), and measures them
+like ``bench/torch_chunks.py``: one process, the hooks on and off for alternating chunks of 150
+steps, pairs in random order, the training thread's ``thread_time``. Plain torch, no
+OpenTelemetry, no spans. ``none`` is the null row (the same proxy iterator, hooks never on).
+
+Not part of ``make bench``: it answers a design question (can pure-Python hooks at these points
+meet a budget of 10 µs per step?) rather than measuring provtel. Run::
+
+    .venv/bin/python bench/torch_floor.py hooks --epochs 61
+    .venv/bin/python bench/torch_floor.py none --epochs 61
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import random
+import statistics
+import time
+from typing import Any
+
+perf = time.perf_counter_ns
+
+
+class State:
+    """What the minimal hooks record of the open step."""
+
+    on = False
+    start = 0
+    backward_ns = 0
+    optimizer_ns = 0
+    loss: Any = None
+    lr = math.nan
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=("hooks", "none"))
+    parser.add_argument("--epochs", type=int, default=61, help="epochs (the first is warm-up)")
+    args = parser.parse_args()
+
+    import torch
+    import torch.optim.optimizer as optimizer_module
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    steps, chunk = 1500, 150
+    train = TensorDataset(torch.randn(steps * 8, 16), torch.randint(0, 4, (steps * 8,)))
+    model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    st = State()
+    rows: list[tuple[Any, ...]] = []
+    backward = torch.autograd.backward
+    cross_entropy = nn.functional.cross_entropy
+
+    def hooked_backward(*a: Any, **k: Any) -> Any:
+        if not st.on:
+            return backward(*a, **k)
+        t0 = perf()
+        st.loss = a[0].item()
+        try:
+            return backward(*a, **k)
+        finally:
+            st.backward_ns += perf() - t0
+
+    def hooked_loss(*a: Any, **k: Any) -> Any:
+        result = cross_entropy(*a, **k)
+        if result.requires_grad:
+            return result  # training: backward reads it
+        return result
+
+    def pre(o: Any, a: Any, k: Any) -> None:
+        if st.on:
+            st.optimizer_ns = perf()
+
+    def post(o: Any, a: Any, k: Any) -> None:
+        if st.on:
+            st.optimizer_ns = perf() - st.optimizer_ns
+            st.lr = o.param_groups[0]["lr"]
+
+    class Batches:
+        __slots__ = ("it",)
+
+        def __init__(self, it: Any) -> None:
+            self.it = it
+
+        def __iter__(self) -> Batches:
+            return self
+
+        def __next__(self) -> Any:
+            if not st.on:
+                return next(self.it)
+            t0 = perf()
+            batch = next(self.it)
+            t1 = perf()
+            rows.append(
+                (st.start, t0 - st.start, t1 - t0, st.backward_ns, st.optimizer_ns, st.loss,
+                 st.lr, batch[0].shape[0])
+            )  # fmt: skip
+            st.start, st.backward_ns = t0, 0
+            return batch
+
+    if args.mode == "hooks":
+        torch.autograd.backward = hooked_backward
+        nn.functional.cross_entropy = hooked_loss
+        optimizer_module.register_optimizer_step_pre_hook(pre)
+        optimizer_module.register_optimizer_step_post_hook(post)
+    order = random.Random(0)
+    diffs: list[float] = []
+    for epoch in range(args.epochs):
+        plan: list[bool] = []
+        for _ in range(steps // chunk // 2):
+            plan += [True, False] if order.random() < 0.5 else [False, True]
+        marks = []
+        for i, (x, y) in enumerate(Batches(iter(DataLoader(train, batch_size=8, shuffle=True)))):
+            if i % chunk == 0:
+                marks.append(time.thread_time())
+                st.on = plan[i // chunk] and args.mode == "hooks"
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+        marks.append(time.thread_time())
+        st.on = False
+        rows.clear()
+        if epoch == 0:
+            continue
+        per = [(b - a) * 1e6 / chunk for a, b in itertools.pairwise(marks)]
+        for k in range(0, len(plan), 2):
+            on, off = (per[k], per[k + 1]) if plan[k] else (per[k + 1], per[k])
+            diffs.append(on - off)
+    m = statistics.fmean(diffs)
+    half = 1.96 * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    print(
+        f"{args.mode}: {len(diffs)} pairs; added per step: mean {m:+.1f} µs "
+        f"(95 % CI {m - half:+.1f} … {m + half:+.1f}), median {statistics.median(diffs):+.1f} µs"
+    )
+
+
+if __name__ == "__main__":
+    main()
