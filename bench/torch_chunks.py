@@ -48,6 +48,8 @@ import time
 import timeit
 from typing import Any
 
+from torch_workload import add_model_arguments, build
+
 
 def thread_cpu() -> dict[str, int]:
     """Nanoseconds on the CPU of each thread of this process, summed by thread name."""
@@ -141,13 +143,7 @@ def main() -> None:
     parser.add_argument(
         "--chunk", type=int, default=None, help="training steps per chunk (a tenth of an epoch)"
     )
-    # the workload's arguments, as bench/torch_workload.py takes them
-    parser.add_argument("--input", type=int, default=16)
-    parser.add_argument("--hidden", type=int, default=8)
-    parser.add_argument("--depth", type=int, default=1, help="hidden layers")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=1500, help="training steps per epoch")
-    parser.add_argument("--val-steps", type=int, default=150)
+    add_model_arguments(parser)  # the workload's, as bench/torch_workload.py takes them
     parser.add_argument("--seed", type=int, default=0, help="order of the chunks in each pair")
     args = parser.parse_args()
 
@@ -155,7 +151,7 @@ def main() -> None:
 
     import torch
     from torch import nn
-    from torch.utils.data import DataLoader, TensorDataset
+    from torch.utils.data import DataLoader
 
     from provtel.instrumentation.torch.instrumentor import TorchInstrumentor
 
@@ -163,16 +159,7 @@ def main() -> None:
     if tracker is None:
         sys.exit("torch_chunks.py runs under opentelemetry-instrument with provtel_torch on")
 
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    n, nv = args.steps * args.batch, args.val_steps * args.batch
-    train = TensorDataset(torch.randn(n, args.input), torch.randint(0, 4, (n,)))
-    val = TensorDataset(torch.randn(nv, args.input), torch.randint(0, 4, (nv,)))
-    layers: list[nn.Module] = [nn.Linear(args.input, args.hidden), nn.ReLU()]
-    for _ in range(args.depth - 1):
-        layers += [nn.Linear(args.hidden, args.hidden), nn.ReLU()]
-    model = nn.Sequential(*layers, nn.Linear(args.hidden, 4))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    train, val, model, optimizer = build(args)
     order = random.Random(args.seed)
     args.chunk = args.chunk or args.steps // 10
     chunks_per_epoch = args.steps // args.chunk

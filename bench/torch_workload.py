@@ -33,6 +33,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 
 def thread_cpu() -> dict[int, int]:
@@ -65,23 +66,21 @@ def per_thread(before: dict[int, int], after: dict[int, int], names: dict[int, s
     return used
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The workload's arguments (also taken by ``bench/torch_chunks.py``)."""
     parser.add_argument("--input", type=int, default=16)
     parser.add_argument("--hidden", type=int, default=8)
     parser.add_argument("--depth", type=int, default=1, help="hidden layers")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=1500, help="training steps per epoch")
-    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--val-steps", type=int, default=150, help="validation batches per epoch")
-    parser.add_argument(
-        "--serve", action="store_true", help="one epoch per 'go' line on stdin (bench_torch.py)"
-    )
-    args = parser.parse_args()
 
+
+def build(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    """(train data, validation data, model, optimizer) of the workload; one torch thread."""
     import torch
     from torch import nn
-    from torch.utils.data import DataLoader, TensorDataset
+    from torch.utils.data import TensorDataset
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -93,6 +92,23 @@ def main() -> None:
         layers += [nn.Linear(args.hidden, args.hidden), nn.ReLU()]
     model = nn.Sequential(*layers, nn.Linear(args.hidden, 4))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    return train, val, model, optimizer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_arguments(parser)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument(
+        "--serve", action="store_true", help="one epoch per 'go' line on stdin (bench_torch.py)"
+    )
+    args = parser.parse_args()
+
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader
+
+    train, val, model, optimizer = build(args)
 
     def epoch(checkpoint: str) -> None:
         model.train()
