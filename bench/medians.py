@@ -4,6 +4,7 @@ this folder)."""
 from __future__ import annotations
 
 import math
+import statistics
 
 
 def median_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
@@ -22,3 +23,13 @@ def median_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
             break
     k = max(k, 1)
     return xs[k - 1], xs[n - k]
+
+
+def mean_ci(values: list[float]) -> tuple[float, float, float]:
+    """Mean and its normal 95 % confidence interval (for many samples: the benchmarks that need
+    a mean, where once-per-block work lands in some samples and not in others)."""
+    m = statistics.fmean(values)
+    if len(values) < 2:
+        return m, math.nan, math.nan
+    half = 1.96 * statistics.stdev(values) / math.sqrt(len(values))
+    return m, m - half, m + half

@@ -38,41 +38,23 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 import os
 import random
 import statistics
 import sys
-import threading
 import time
 import timeit
 from typing import Any
 
-from torch_workload import add_model_arguments, build
-
-
-def thread_cpu() -> dict[str, int]:
-    """Nanoseconds on the CPU of each thread of this process, summed by thread name."""
-    names = {t.native_id: t.name for t in threading.enumerate()}
-    out: dict[str, int] = {}
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/schedstat") as f:
-                ns = int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue
-        name = names.get(int(tid), "(not a Python thread)")
-        out[name] = out.get(name, 0) + ns
-    return out
-
-
-def mean_ci(values: list[float]) -> tuple[float, float, float]:
-    """Mean and its normal 95 % confidence interval."""
-    m = statistics.fmean(values)
-    if len(values) < 2:
-        return m, math.nan, math.nan
-    half = 1.96 * statistics.stdev(values) / math.sqrt(len(values))
-    return m, m - half, m + half
+from medians import mean_ci
+from torch_workload import (
+    add_model_arguments,
+    build,
+    evaluate_and_save,
+    per_thread,
+    thread_cpu,
+    thread_names,
+)
 
 
 def entry_ns(tracker: Any, torch: Any) -> dict[str, float]:
@@ -195,11 +177,7 @@ def main() -> None:
                 total.append(on[0] - off[0])
                 main_thread.append(on[1] - off[1])
                 plain_steps.append(off[0])
-        model.eval()
-        with torch.no_grad():
-            for x, y in DataLoader(val, batch_size=args.batch):
-                nn.functional.cross_entropy(model(x), y)
-        torch.save(model.state_dict(), checkpoint)
+        evaluate_and_save(model, val, args.batch, checkpoint)
 
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = os.path.join(tmp, "model.pt")
@@ -210,13 +188,9 @@ def main() -> None:
             epoch(checkpoint, timed=True)
             epochs += 1
             print(f"  {len(total)}/{args.pairs} pairs", file=sys.stderr, flush=True)
-        threads1 = thread_cpu()
+        used = per_thread(threads0, thread_cpu(), thread_names())
     on_steps = epochs * args.steps // 2
-    threads = {
-        name: (ns - threads0.get(name, 0)) / 1e3 / on_steps
-        for name, ns in threads1.items()
-        if name != "MainThread"
-    }
+    threads = {name: s * 1e6 / on_steps for name, s in used.items() if name != "MainThread"}
     entry = entry_ns(tracker, torch)
     m, lo, hi = mean_ci(total)
     mm, mlo, mhi = mean_ci(main_thread)

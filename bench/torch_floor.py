@@ -27,6 +27,8 @@ import statistics
 import time
 from typing import Any
 
+from medians import mean_ci
+
 perf = time.perf_counter_ns
 
 
@@ -138,11 +140,10 @@ def main() -> None:
         for k in range(0, len(plan), 2):
             on, off = (per[k], per[k + 1]) if plan[k] else (per[k + 1], per[k])
             diffs.append(on - off)
-    m = statistics.fmean(diffs)
-    half = 1.96 * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    m, lo, hi = mean_ci(diffs)
     print(
         f"{args.mode}: {len(diffs)} pairs; added per step: mean {m:+.1f} µs "
-        f"(95 % CI {m - half:+.1f} … {m + half:+.1f}), median {statistics.median(diffs):+.1f} µs"
+        f"(95 % CI {lo:+.1f} … {hi:+.1f}), median {statistics.median(diffs):+.1f} µs"
     )
 
 

@@ -95,6 +95,19 @@ def build(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     return train, val, model, optimizer
 
 
+def evaluate_and_save(model: Any, val: Any, batch: int, checkpoint: str) -> None:
+    """The end of every epoch: a validation pass under ``torch.no_grad()``, a checkpoint."""
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader
+
+    model.eval()
+    with torch.no_grad():
+        for x, y in DataLoader(val, batch_size=batch):
+            nn.functional.cross_entropy(model(x), y)
+    torch.save(model.state_dict(), checkpoint)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_arguments(parser)
@@ -104,7 +117,6 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    import torch
     from torch import nn
     from torch.utils.data import DataLoader
 
@@ -117,11 +129,7 @@ def main() -> None:
             loss = nn.functional.cross_entropy(model(x), y)
             loss.backward()
             optimizer.step()
-        model.eval()
-        with torch.no_grad():
-            for x, y in DataLoader(val, batch_size=args.batch):
-                nn.functional.cross_entropy(model(x), y)
-        torch.save(model.state_dict(), checkpoint)
+        evaluate_and_save(model, val, args.batch, checkpoint)
 
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = os.path.join(tmp, "model.pt")
