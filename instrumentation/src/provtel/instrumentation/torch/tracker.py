@@ -58,7 +58,6 @@ class Tracker:
         self.config = config
         self.torch = torch
         self.started_ns = time.time_ns()
-        self.pid = os.getpid()
         self.enabled = True
         _off_in_forked_children(self)
         self._tensor_type: Any = getattr(torch, "Tensor", ())
