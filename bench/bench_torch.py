@@ -350,6 +350,14 @@ def verdict_word(ci: tuple[float, float], budget: float) -> str:
 
 
 CHUNKS = HERE / "torch_chunks.py"
+#: ``opentelemetry-instrument`` and the SDK with everything of provtel's off: upstream's floor
+FLOOR_ENV = {
+    "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "*",
+    "OTEL_TRACES_EXPORTER": "none",
+    "OTEL_METRICS_EXPORTER": "none",
+    "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS": "otel",
+    "OTEL_PYTHON_ID_GENERATOR": "random",
+}
 
 
 def measure_chunks(w: Workload, pairs: int, directory: Path) -> dict[str, Any]:
@@ -828,13 +836,7 @@ def main() -> int:
                 "floor: `opentelemetry-instrument` + SDK, provtel's instrumentors, exporters and "
                 "detectors off",
                 True,
-                {
-                    "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "*",
-                    "OTEL_TRACES_EXPORTER": "none",
-                    "OTEL_METRICS_EXPORTER": "none",
-                    "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS": "otel",
-                    "OTEL_PYTHON_ID_GENERATOR": "random",
-                },
+                FLOOR_ENV,
             )
             configs = [PLAIN, floor, DEFAULTS, torch_off]
             fixed, twins = measure_processes(script, configs, fixed_reps, directory)

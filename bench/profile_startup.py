@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_torch import (
     DEFAULTS,
+    FLOOR_ENV,
     INSTRUMENT,
     PLAIN,
     SCRIPT_20,
@@ -51,17 +52,7 @@ from bench_torch import (
 )
 
 SCRIPTS = {"empty": SCRIPT_EMPTY, "steps20": SCRIPT_20}
-FLOOR = Config(
-    "floor: `opentelemetry-instrument` + SDK, provtel's off",
-    True,
-    {
-        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "*",
-        "OTEL_TRACES_EXPORTER": "none",
-        "OTEL_METRICS_EXPORTER": "none",
-        "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS": "otel",
-        "OTEL_PYTHON_ID_GENERATOR": "random",
-    },
-)
+FLOOR = Config("floor: `opentelemetry-instrument` + SDK, provtel's off", True, FLOOR_ENV)
 TORCH_OFF = Config(
     "`provtel_torch` disabled", True, {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "provtel_torch"}
 )
