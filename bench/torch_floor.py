@@ -15,6 +15,7 @@ meet a budget of 10 µs per step?) rather than measuring provtel. Run::
 
     .venv/bin/python bench/torch_floor.py hooks --epochs 61
     .venv/bin/python bench/torch_floor.py none --epochs 61
+    .venv/bin/python bench/torch_floor.py hooks --points loader,post   # only some hook points
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=("hooks", "none"))
     parser.add_argument("--epochs", type=int, default=61, help="epochs (the first is warm-up)")
+    parser.add_argument(
+        "--points",
+        default="loader,loss,backward,item,pre,post",
+        help="which hook points are installed (comma-separated; 'item' reads the loss in backward)",
+    )
     args = parser.parse_args()
 
     import torch
@@ -69,7 +75,8 @@ def main() -> None:
         if not st.on:
             return backward(*a, **k)
         t0 = perf()
-        st.loss = a[0].item()
+        if read_loss:
+            st.loss = a[0].item()
         try:
             return backward(*a, **k)
         finally:
@@ -100,7 +107,7 @@ def main() -> None:
             return self
 
         def __next__(self) -> Any:
-            if not st.on:
+            if not (st.on and loader_on):
                 return next(self.it)
             t0 = perf()
             batch = next(self.it)
@@ -112,11 +119,18 @@ def main() -> None:
             st.start, st.backward_ns = t0, 0
             return batch
 
+    points = set(args.points.split(","))
+    read_loss = "item" in points
     if args.mode == "hooks":
-        torch.autograd.backward = hooked_backward
-        nn.functional.cross_entropy = hooked_loss
-        optimizer_module.register_optimizer_step_pre_hook(pre)
-        optimizer_module.register_optimizer_step_post_hook(post)
+        if "backward" in points:
+            torch.autograd.backward = hooked_backward
+        if "loss" in points:
+            nn.functional.cross_entropy = hooked_loss
+        if "pre" in points:
+            optimizer_module.register_optimizer_step_pre_hook(pre)
+        if "post" in points:
+            optimizer_module.register_optimizer_step_post_hook(post)
+    loader_on = "loader" in points
     order = random.Random(0)
     diffs: list[float] = []
     for epoch in range(args.epochs):

@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Collection
 from typing import Any
 
@@ -442,23 +443,30 @@ class TorchInstrumentor(BaseInstrumentor):
         self._restore.append(lambda: setattr(_losses.state, "sink", None))
 
     def _loss_sink(self, tracker: Tracker) -> Any:
+        """What a loss computed without gradients hands to the tracker (once per evaluation
+        batch: the fewest torch calls that give its value, weight and data)."""
         guard = Guard("loss")
+        tensor_type = tracker._tensor_type
 
         def sink(result: Any, args: Any, kwargs: Any) -> None:
             if not (guard.ok and tracker.enabled):
                 return
             try:
-                if result.numel() != 1:
-                    return
                 if result.is_cpu:
-                    value = result.item()
+                    try:
+                        value = result.item()  # a loss of more than one element raises
+                    except RuntimeError:
+                        return
                     if type(value) is not float:
                         value = float(value)
+                elif result.numel() != 1:
+                    return
                 else:
                     value = result.detach()  # read once per block: no synchronisation
                 first = args[0] if args else kwargs.get("input")
-                shape = getattr(first, "shape", None)
-                weight = int(shape[0]) if shape else 1
+                weight = 1
+                if isinstance(first, tensor_type) and first.ndim:
+                    weight = len(first)  # the batch dimension
                 target = args[1] if len(args) > 1 else kwargs.get("target")
                 identity, name = _data_identity(tracker, target)
                 tracker.eval_loss(value, weight, identity, name)
@@ -674,12 +682,18 @@ def _data_identity(tracker: Tracker, target: Any) -> tuple[Any, str | None]:
     (word_language_model's ``val_data``), else the file the latest batch was mapped from
     (nanoGPT's ``val.bin``), else unknown."""
     base = getattr(target, "_base", None)
-    if base is not None and base.numel() > target.numel():
-        key = ("tensor", id(base), base.data_ptr(), tuple(base.shape))
-        name = tracker.data_names.get(key)
-        if name is None:
-            name = tracker.data_names[key] = _name_in_frames(base) or "tensor"
-        return key, name
+    if base is not None:
+        seen = tracker.last_base  # (weak reference, numel, identity, name): the usual batch
+        if seen is not None and seen[0]() is base:
+            if seen[1] > target.numel():
+                return seen[2], seen[3]
+        elif base.numel() > target.numel():
+            key = ("tensor", id(base), base.data_ptr(), tuple(base.shape))
+            name = tracker.data_names.get(key)
+            if name is None:
+                name = tracker.data_names[key] = _name_in_frames(base) or "tensor"
+            tracker.last_base = (weakref.ref(base), base.numel(), key, name)
+            return key, name
     if tracker.last_data is not None:
         identity, name = tracker.last_data
         return identity, name

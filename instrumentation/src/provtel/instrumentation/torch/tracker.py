@@ -106,6 +106,9 @@ class Tracker:
         self.gap_epoch = -1
         self.last_data: Any = None  # (identity, name) of the latest batch source seen
         self.data_names: dict[Any, str] = {}  # data identity -> the script's name for it
+        # the tensor the latest evaluation targets were a slice of: (weak reference, numel,
+        # identity, name), so that the next batch of it needs no data_ptr or shape
+        self.last_base: tuple[Any, int, Any, str] | None = None
         self.step_lock = threading.Lock()  # block hand-over: training thread vs idle flush
         self._flusher_stop: threading.Event | None = None
         self._flusher: threading.Thread | None = None
@@ -287,6 +290,7 @@ class Tracker:
         self.primary_optimizer = None
         self.optimizer_seen = False
         self.last_data = None
+        self.last_base = None
         self.started_ns = time.time_ns()
 
     # -- passes: the lifecycle is passes.Passes; these are its events from the hooks --------
