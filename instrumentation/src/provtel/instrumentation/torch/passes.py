@@ -180,6 +180,14 @@ class Passes:
                 return True
         return False
 
+    def loaders_quiet(self) -> bool:
+        """No DataLoader pass is handing out batches or draining (``not loader_pass_open()``
+        and ``draining() is None`` in one loop: this runs per evaluation batch)."""
+        for p in self.passes:
+            if not p.ended and (p.exhausted or p.source == "dataloader"):
+                return False
+        return True
+
     def draining(self) -> Pass | None:
         """The latest DataLoader pass that got StopIteration and has not ended."""
         for p in reversed(self.passes):

@@ -360,8 +360,7 @@ class Tracker:
             and rec.block is not None
             and rec.next_index + 1 < self.block_end_index
             and now < self.block_deadline
-            and not self.passes.loader_pass_open()
-            and self.passes.draining() is None
+            and self.passes.loaders_quiet()
         ):
             # the next batch of the same evaluation from the model's state, in the same block
             # (loss_pass + begin_step + end_step of the case below, in one row: per batch)
