@@ -446,7 +446,6 @@ class TorchInstrumentor(BaseInstrumentor):
         """What a loss computed without gradients hands to the tracker (once per evaluation
         batch: the fewest torch calls that give its value, weight and data)."""
         guard = Guard("loss")
-        tensor_type = tracker._tensor_type
 
         def sink(result: Any, args: Any, kwargs: Any) -> None:
             if not (guard.ok and tracker.enabled):
@@ -464,9 +463,8 @@ class TorchInstrumentor(BaseInstrumentor):
                 else:
                     value = result.detach()  # read once per block: no synchronisation
                 first = args[0] if args else kwargs.get("input")
-                weight = 1
-                if isinstance(first, tensor_type) and first.ndim:
-                    weight = len(first)  # the batch dimension
+                shape = getattr(first, "shape", None)  # not len(): Tensor.__len__ is Python
+                weight = int(shape[0]) if shape else 1
                 target = args[1] if len(args) > 1 else kwargs.get("target")
                 identity, name = _data_identity(tracker, target)
                 tracker.eval_loss(value, weight, identity, name)
