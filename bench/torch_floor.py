@@ -16,6 +16,7 @@ meet a budget of 10 µs per step?) rather than measuring provtel. Run::
     .venv/bin/python bench/torch_floor.py hooks --epochs 61
     .venv/bin/python bench/torch_floor.py none --epochs 61
     .venv/bin/python bench/torch_floor.py hooks --points loader,post   # only some hook points
+    .venv/bin/python bench/torch_floor.py inloop --epochs 6   # each operation's cost in the loop
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class State:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("hooks", "none"))
+    parser.add_argument("mode", choices=("hooks", "none", "inloop"))
     parser.add_argument("--epochs", type=int, default=61, help="epochs (the first is warm-up)")
     parser.add_argument(
         "--points",
@@ -66,6 +67,9 @@ def main() -> None:
     train = TensorDataset(torch.randn(steps * 8, 16), torch.randint(0, 4, (steps * 8,)))
     model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    if args.mode == "inloop":
+        inloop(args.epochs, train, model, optimizer)
+        return
     st = State()
     rows: list[tuple[Any, ...]] = []
     backward = torch.autograd.backward
@@ -159,6 +163,62 @@ def main() -> None:
         f"{args.mode}: {len(diffs)} pairs; added per step: mean {m:+.1f} µs "
         f"(95 % CI {lo:+.1f} … {hi:+.1f}), median {statistics.median(diffs):+.1f} µs"
     )
+
+
+def inloop(epochs: int, train: Any, model: Any, optimizer: Any) -> None:
+    """What each operation a step record needs costs where a hook runs it: between torch's
+    calls in the training loop (cold caches), not in a ``timeit`` loop. Each is timed with two
+    ``perf_counter_ns`` reads around it, once right after the loss is computed (where the
+    backward hook starts) and once again right after the first (warm), median over the steps."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    def nothing() -> None:
+        pass
+
+    ops: dict[str, Any] = {
+        "clock read (perf_counter_ns)": None,
+        "empty Python call": None,
+        "loss.item()": None,
+        "batch[0].shape[0]": None,
+        "len(batch[0])": None,
+        "optimizer.param_groups[0]['lr']": None,
+    }
+    cold: dict[str, list[int]] = {k: [] for k in ops}
+    warm: dict[str, list[int]] = {k: [] for k in ops}
+    names = list(ops)
+    for epoch in range(epochs):
+        for i, (x, y) in enumerate(DataLoader(train, batch_size=8, shuffle=True)):
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            name = names[i % len(names)]  # one operation per step, in turn
+            for out in (cold, warm):
+                if name == "clock read (perf_counter_ns)":
+                    a = perf()
+                elif name == "empty Python call":
+                    a = perf()
+                    nothing()
+                elif name == "loss.item()":
+                    a = perf()
+                    loss.item()
+                elif name == "batch[0].shape[0]":
+                    a = perf()
+                    _ = x.shape[0]
+                elif name == "len(batch[0])":
+                    a = perf()
+                    len(x)
+                else:
+                    a = perf()
+                    _ = optimizer.param_groups[0]["lr"]
+                b = perf()
+                if epoch:
+                    out[name].append(b - a)
+            loss.backward()
+            optimizer.step()
+    print("| operation | in the loop, first (ns, median) | right after it (ns, median) |")
+    print("|---|---:|---:|")
+    for k in names:
+        print(f"| {k} | {statistics.median(cold[k]):.0f} | {statistics.median(warm[k]):.0f} |")
 
 
 if __name__ == "__main__":
