@@ -17,6 +17,7 @@ meet a budget of 10 µs per step?) rather than measuring provtel. Run::
     .venv/bin/python bench/torch_floor.py none --epochs 61
     .venv/bin/python bench/torch_floor.py hooks --points loader,post   # only some hook points
     .venv/bin/python bench/torch_floor.py inloop --epochs 6   # each operation's cost in the loop
+    .venv/bin/python bench/torch_floor.py native --epochs 6   # the same beside C++ (pybind11)
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class State:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("hooks", "none", "inloop"))
+    parser.add_argument("mode", choices=("hooks", "none", "inloop", "native"))
     parser.add_argument("--epochs", type=int, default=61, help="epochs (the first is warm-up)")
     parser.add_argument(
         "--points",
@@ -67,8 +68,8 @@ def main() -> None:
     train = TensorDataset(torch.randn(steps * 8, 16), torch.randint(0, 4, (steps * 8,)))
     model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    if args.mode == "inloop":
-        inloop(args.epochs, train, model, optimizer)
+    if args.mode in ("inloop", "native"):
+        inloop(args.epochs, train, model, optimizer, native() if args.mode == "native" else None)
         return
     st = State()
     rows: list[tuple[Any, ...]] = []
@@ -165,7 +166,42 @@ def main() -> None:
     )
 
 
-def inloop(epochs: int, train: Any, model: Any, optimizer: Any) -> None:
+NATIVE = r"""
+#include <torch/extension.h>
+#include <time.h>
+double loss_value(const at::Tensor& t) {  // a CPU float scalar read in place, else item()
+  if (t.device().is_cpu() && t.numel() == 1 && t.scalar_type() == at::kFloat)
+    return (double)*t.const_data_ptr<float>();
+  return t.item<double>();
+}
+int64_t batch_size(const at::Tensor& t) { return t.dim() ? t.size(0) : 1; }
+int64_t clock_ns() {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+"""
+
+
+def native() -> Any:
+    """The same reads as a C++ extension (pybind11, what ``torch.utils.cpp_extension``
+    builds; needs g++ and ninja, ~1 min to compile): what a native per-step recorder would pay
+    per call from Python."""
+    import tempfile
+
+    from torch.utils.cpp_extension import load_inline
+
+    build = tempfile.mkdtemp(prefix="provtel-floor-native-")
+    return load_inline(
+        "provtel_floor_native",
+        cpp_sources=NATIVE,
+        functions=["loss_value", "batch_size", "clock_ns"],
+        extra_cflags=["-O2"],
+        build_directory=build,
+    )
+
+
+def inloop(epochs: int, train: Any, model: Any, optimizer: Any, ext: Any = None) -> None:
     """What each operation a step record needs costs where a hook runs it: between torch's
     calls in the training loop (cold caches), not in a ``timeit`` loop. Each is timed with two
     ``perf_counter_ns`` reads around it, once right after the loss is computed (where the
@@ -184,6 +220,8 @@ def inloop(epochs: int, train: Any, model: Any, optimizer: Any) -> None:
         "len(batch[0])": None,
         "optimizer.param_groups[0]['lr']": None,
     }
+    if ext is not None:
+        ops.update(dict.fromkeys(("C++ clock_ns()", "C++ loss_value(loss)", "C++ batch_size(x)")))
     cold: dict[str, list[int]] = {k: [] for k in ops}
     warm: dict[str, list[int]] = {k: [] for k in ops}
     names = list(ops)
@@ -207,6 +245,15 @@ def inloop(epochs: int, train: Any, model: Any, optimizer: Any) -> None:
                 elif name == "len(batch[0])":
                     a = perf()
                     len(x)
+                elif name == "C++ clock_ns()":
+                    a = perf()
+                    ext.clock_ns()
+                elif name == "C++ loss_value(loss)":
+                    a = perf()
+                    ext.loss_value(loss)
+                elif name == "C++ batch_size(x)":
+                    a = perf()
+                    ext.batch_size(x)
                 else:
                     a = perf()
                     _ = optimizer.param_groups[0]["lr"]
