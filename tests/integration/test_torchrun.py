@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -14,20 +16,41 @@ from provtel.exporter.prov.validate import assert_valid
 from tests.support import INSTRUMENT, clean_env, provtel_cli
 
 SCRIPT = Path(__file__).parent / "scripts" / "ddp_train.py"
+#: a job's folder and the process of ``torchrun`` that ran it
+Job = tuple[Path, subprocess.CompletedProcess[str]]
 
 
-@pytest.mark.parametrize("ranks", [2, 4])
-def test_torchrun_job_gives_one_merged_document(tmp_path: Path, ranks: int) -> None:
+def _torchrun(cwd: Path, ranks: int) -> subprocess.CompletedProcess[str]:
     torchrun = Path(sys.executable).parent / "torchrun"
-    result = subprocess.run(
+    return subprocess.run(
         [str(INSTRUMENT), str(torchrun), "--standalone", f"--nproc-per-node={ranks}", str(SCRIPT)],
-        cwd=tmp_path,
+        cwd=cwd,
         env=clean_env(OMP_NUM_THREADS="1"),
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
+
+
+@pytest.fixture(scope="module")
+def jobs(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int], Job]:
+    """``jobs(ranks)``: the folder and process of a torchrun job of ``ranks`` processes, run
+    once per module (each rank imports torch: the 2-rank job is shared with the merge test)."""
+    made: dict[int, Job] = {}
+
+    def get(ranks: int) -> Job:
+        if ranks not in made:
+            cwd = tmp_path_factory.mktemp(f"torchrun-{ranks}")
+            made[ranks] = (cwd, _torchrun(cwd, ranks))
+        return made[ranks]
+
+    return get
+
+
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_torchrun_job_gives_one_merged_document(jobs: Callable[[int], Job], ranks: int) -> None:
+    tmp_path, result = jobs(ranks)
     assert result.returncode == 0, result.stderr[-3000:]
 
     (job_dir,) = (tmp_path / "prov").iterdir()  # the agent process left no folder of its own
@@ -61,17 +84,13 @@ def test_torchrun_job_gives_one_merged_document(tmp_path: Path, ranks: int) -> N
         assert recorded == computed  # every step of every rank, exactly
 
 
-def test_merge_command_rebuilds_the_job_document(tmp_path: Path) -> None:
-    torchrun = Path(sys.executable).parent / "torchrun"
-    subprocess.run(
-        [str(INSTRUMENT), str(torchrun), "--standalone", "--nproc-per-node=2", str(SCRIPT)],
-        cwd=tmp_path,
-        env=clean_env(OMP_NUM_THREADS="1"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
+def test_merge_command_rebuilds_the_job_document(
+    jobs: Callable[[int], Job], tmp_path: Path
+) -> None:
+    job, result = jobs(2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # on a copy of the job's folder: the document the job wrote stays for the test above
+    shutil.copytree(job / "prov", tmp_path / "prov")
     (job_dir,) = (tmp_path / "prov").iterdir()
     before = json.loads((job_dir / "prov.json").read_text())
     (job_dir / "prov.json").unlink()
