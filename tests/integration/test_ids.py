@@ -6,6 +6,8 @@ import collections
 import json
 from pathlib import Path
 
+import pytest
+
 from provtel.exporter.prov.validate import assert_valid
 from tests.support import clean_env, run_documents, run_instrumented
 
@@ -20,9 +22,17 @@ def _run(folder: Path, epochs: int) -> dict:
     return assert_valid(document)
 
 
-def test_reseeding_random_loses_no_epoch_and_no_save(tmp_path: Path) -> None:
-    doc = _run(tmp_path / "run", epochs=3)
-    done = json.loads((tmp_path / "run" / "result.json").read_text())
+@pytest.fixture(scope="module")
+def three_epochs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A run of three epochs, made once: the first test reads it, the second compares its
+    trace with another run's."""
+    folder = tmp_path_factory.mktemp("ids") / "run"
+    return folder, _run(folder, epochs=3)
+
+
+def test_reseeding_random_loses_no_epoch_and_no_save(three_epochs: tuple[Path, dict]) -> None:
+    folder, doc = three_epochs
+    done = json.loads((folder / "result.json").read_text())
     activities = doc["activity"].values()
     kinds = collections.Counter(a.get("prov:type") for a in activities)
     assert kinds["provtel:Run"] == 1
@@ -44,10 +54,11 @@ def test_reseeding_random_loses_no_epoch_and_no_save(tmp_path: Path) -> None:
     )
 
 
-def test_runs_seeded_alike_get_different_traces(tmp_path: Path) -> None:
+def test_runs_seeded_alike_get_different_traces(
+    three_epochs: tuple[Path, dict], tmp_path: Path
+) -> None:
     traces = []
-    for name in ("first", "second"):
-        doc = _run(tmp_path / name, epochs=1)
+    for doc in (three_epochs[1], _run(tmp_path / "second", epochs=3)):  # the same script and seeds
         (trace,) = {a["otel:trace_id"] for a in doc["activity"].values()}
         traces.append(trace)
     assert traces[0] != traces[1]
