@@ -223,7 +223,8 @@ class ProvSpanExporter(SpanExporter):
         if self._shut:
             return SpanExportResult.FAILURE
         try:
-            records = [span_record(s) for s in spans]
+            resources: dict[int, dict[str, Any]] = {}  # one converted resource per export
+            records = [span_record(s, resources) for s in spans]
         except Exception as exc:  # a span the SDK accepted but we cannot read
             logger.exception("provtel: cannot convert spans: %s", exc)
             return SpanExportResult.FAILURE

@@ -33,8 +33,14 @@ def _attrs(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
     return {str(k): (list(v) if isinstance(v, tuple) else v) for k, v in attributes.items()}
 
 
-def span_record(span: ReadableSpan) -> dict[str, Any]:
-    """Convert a finished SDK span to a span record."""
+def span_record(
+    span: ReadableSpan, resources: dict[int, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Convert a finished SDK span to a span record.
+
+    ``resources`` (the spans of one export share it) maps a ``Resource`` object's id to its
+    attributes already converted: one dict per resource, so the store digests each resource
+    once per export, not once per span. The caller keeps the spans, hence the ids, alive."""
     ctx = span.get_span_context()
     parent = span.parent
     scope = span.instrumentation_scope
@@ -63,8 +69,17 @@ def span_record(span: ReadableSpan) -> dict[str, Any]:
             for link in span.links
         ],
         "scope": {"name": scope.name, "version": scope.version} if scope else None,
-        "resource": _attrs(span.resource.attributes),
+        "resource": _resource(span.resource, resources),
     }
+
+
+def _resource(resource: Any, resources: dict[int, dict[str, Any]] | None) -> dict[str, Any]:
+    if resources is None:
+        return _attrs(resource.attributes)
+    known = resources.get(id(resource))
+    if known is None:
+        known = resources[id(resource)] = _attrs(resource.attributes)
+    return known
 
 
 def metric_points(data: MetricsData) -> Iterator[dict[str, Any]]:
