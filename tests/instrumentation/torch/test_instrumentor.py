@@ -422,6 +422,74 @@ def test_a_hook_disabled_in_one_instrumentation_works_in_the_next(
     assert per_step(spans, "ml.step.batch_size") == [8.0] * len(losses)
 
 
+class _Words(torch.utils.data.Dataset):  # type: ignore[type-arg]
+    """Samples the default collate cannot give a tensor of: (word, target) pairs."""
+
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, i: int) -> tuple[str, torch.Tensor]:
+        return f"w{i}", torch.tensor([float(i)])
+
+
+class _Pairs(torch.utils.data.Sampler):  # type: ignore[type-arg]
+    """A batch sampler of its own: batches of 2, then 3, then 5 samples."""
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter([[0, 1], [2, 3, 4], [5, 6, 7, 8, 9]])
+
+    def __len__(self) -> int:
+        return 3
+
+
+def _as_dict(samples: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """A collate function of the script's own: a dict of stacked tensors."""
+    return {"x": torch.stack([s[0] for s in samples]), "y": torch.stack([s[1] for s in samples])}
+
+
+@pytest.mark.parametrize(
+    ("make", "sizes"),
+    [
+        (lambda d: DataLoader(d, batch_size=4, shuffle=True), [4, 4, 2]),
+        (lambda d: DataLoader(d, batch_size=4), [4, 4, 2]),
+        (lambda d: DataLoader(d, batch_size=4, drop_last=True), [4, 4]),
+        (lambda d: DataLoader(d, batch_size=5), [5, 5]),
+        (lambda d: DataLoader(d, batch_sampler=_Pairs()), [2, 3, 5]),  # read from the batch
+        (lambda d: DataLoader(d, batch_size=4, collate_fn=_as_dict), [4, 4, 2]),  # read
+    ],
+)
+def test_batch_sizes_as_the_loader_hands_them_out(
+    otel: Otel, make: Callable[[Any], DataLoader[Any]], sizes: list[int]
+) -> None:
+    """The size of each step's batch, whether it is known from the DataLoader's settings
+    (default batch sampler and collate: the hot path reads nothing) or read from the batch."""
+    otel.instrument()
+    model = nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(2):  # the second epoch's blocks start at the hot path
+        for batch in make(_data(10)):
+            x, y = (batch["x"], batch["y"]) if isinstance(batch, dict) else batch
+            optimizer.zero_grad()
+            nn.functional.mse_loss(model(x), y).backward()
+            optimizer.step()
+    spans = otel.finish()
+    assert per_step(spans, "ml.step.batch_size") == [float(s) for s in sizes] * 2
+
+
+def test_batch_sizes_of_samples_that_are_not_tensors(otel: Otel) -> None:
+    """A batch whose first item is a list of words: its size is the loader's, not unknown."""
+    otel.instrument()
+    model = nn.Linear(1, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for words, y in DataLoader(_Words(), batch_size=4):
+        assert isinstance(words[0], str)  # a sequence of words: no tensor to read a size from
+        optimizer.zero_grad()
+        nn.functional.mse_loss(model(y), y).backward()
+        optimizer.step()
+    spans = otel.finish()
+    assert per_step(spans, "ml.step.batch_size") == [4.0, 4.0, 2.0]
+
+
 # -- hyperparameters -----------------------------------------------------------------------------
 
 

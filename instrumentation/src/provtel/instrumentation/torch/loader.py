@@ -16,11 +16,45 @@ guard = Guard("DataLoader")
 _SEQUENCES = (tuple, list)
 
 
+def batch_sizes(loader: Any, iterator: Any) -> tuple[int, int, int] | None:
+    """``(batch_size, batches, last)``: how many samples each batch of this DataLoader
+    iteration holds, as its settings say: with the default ``BatchSampler`` over a
+    ``SequentialSampler`` or ``RandomSampler``, the default collate function and batches in
+    order, every batch holds ``batch_size`` samples but the last of the ``batches``, which holds
+    ``last`` (the rest, unless ``drop_last``). The per-step hot path then need not read the size
+    from the batch (a torch call between torch's calls: ~1.5-3 µs in the loop). None for any
+    other loader, or an iterator that does not count what it yielded: the batch is read."""
+    try:
+        from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+        from torch.utils.data._utils.collate import default_collate
+
+        if type(loader) is not DataLoader or loader.collate_fn is not default_collate:
+            return None
+        if getattr(loader, "in_order", True) is not True:
+            return None  # workers' batches may come out of order
+        if type(getattr(iterator, "_num_yielded", None)) is not int:
+            return None
+        batches = loader.batch_sampler
+        sampler = getattr(batches, "sampler", None)
+        if type(batches) is not BatchSampler or type(sampler) not in (
+            SequentialSampler,
+            RandomSampler,
+        ):
+            return None
+        size, count, samples = int(batches.batch_size), len(batches), len(sampler)  # type: ignore[arg-type]
+    except Exception:
+        return None
+    if size <= 0 or count <= 0:
+        return None
+    last = size if batches.drop_last else samples - size * (count - 1)
+    return (size, count, last) if 0 < last <= size else None
+
+
 class LoaderIterator:
     """Wraps a DataLoader iterator; the pass begins at the first batch and ends when the
     iterator is exhausted or dropped (``break``), whichever comes first."""
 
-    __slots__ = ("__weakref__", "_it", "_loader", "_pass", "_started", "_tracker")
+    __slots__ = ("__weakref__", "_it", "_loader", "_pass", "_sizes", "_started", "_tracker")
 
     def __init__(self, iterator: Any, loader: Any, tracker: Tracker) -> None:
         self._it = iterator
@@ -28,6 +62,7 @@ class LoaderIterator:
         self._tracker = tracker
         self._pass: Pass | None = None
         self._started = False
+        self._sizes: tuple[int, int, int] | None = None  # batch_sizes(), at the first batch
 
     def __iter__(self) -> LoaderIterator:
         return self
@@ -47,6 +82,7 @@ class LoaderIterator:
             self._started = True
             try:
                 self._pass = tracker.loader_begin(self._loader, t0)
+                self._sizes = batch_sizes(self._loader, self._it)
             except Exception:
                 guard.fail()
         try:
@@ -59,6 +95,11 @@ class LoaderIterator:
         if p is None:
             return batch
         try:
+            sizes = self._sizes
+            known = None  # the batch's size when the loader's settings say it, else read
+            if sizes is not None:
+                n = self._it._num_yielded  # torch's iterator counts what it yielded
+                known = sizes[0] if n < sizes[1] else sizes[2] if n == sizes[1] else None
             rec = tracker.recorder
             if (
                 rec.open
@@ -71,7 +112,9 @@ class LoaderIterator:
                 # first case, inlined: this runs once per step)
                 p.batches += 1
                 tracker.last_boundary = t0
-                if (
+                if known is not None:
+                    rec.next_batch(t0, t1 - t0, known)
+                elif (
                     type(batch) in _SEQUENCES
                     and batch
                     and isinstance(batch[0], tracker._tensor_type)
@@ -81,7 +124,7 @@ class LoaderIterator:
                 else:
                     rec.next_batch(t0, t1 - t0, batch_size(batch))
             else:
-                tracker.batch_fetched(p, t0, t1, batch)
+                tracker.batch_fetched(p, t0, t1, batch, known)
         except Exception:
             guard.fail()
         return batch

@@ -566,13 +566,16 @@ class Tracker:
             self.end_step(t0)  # a step opened outside this loader ends here
         return self.start_pass(loader)
 
-    def batch_fetched(self, p: Pass, t0: int, t1: int, batch: Any) -> None:
+    def batch_fetched(self, p: Pass, t0: int, t1: int, batch: Any, size: int | None = None) -> None:
         """A batch of pass ``p`` was asked for at ``t0`` and arrived at ``t1``: the open step
-        ends at ``t0`` and the batch's step begins there (the hot path)."""
+        ends at ``t0`` and the batch's step begins there (the hot path). ``size``: its samples
+        when the loader's settings say (:func:`loader.batch_sizes`), else read from it."""
         p.batches += 1
         rec = self.loader_step(t0, p)
         rec.data_wait_ns = t1 - t0
-        if type(batch) in _SEQUENCES and batch and isinstance(batch[0], self._tensor_type):
+        if size is not None:
+            rec.batch_size = size
+        elif type(batch) in _SEQUENCES and batch and isinstance(batch[0], self._tensor_type):
             first = batch[0]  # the usual (inputs, targets): no torch.Size built
             rec.batch_size = first.size(0) if first.dim() else 1
         else:
