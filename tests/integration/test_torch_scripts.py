@@ -5,7 +5,8 @@ must understand and writes what it computed (the loss of every step, final param
 ``$RESULT``. Every run must leave exactly one valid PROV document holding what the case implies:
 epochs and evaluation passes with their contexts, every step's loss in the ``loss`` series
 (equal to the script's, float for float), the checkpoint chain and the hyperparameters. The
-same script run without instrumentation must end with bit-identical parameters.
+same script run without instrumentation must end with bit-identical parameters (those plain runs
+are forked from one process that imported torch once: ``plain_runs.py``).
 
 DataLoader worker processes (fork, spawn, forkserver, persistent) are covered by
 ``test_loader_workers.py``; the demo's training loader uses persistent fork workers here too.
@@ -18,7 +19,6 @@ import hashlib
 import json
 import re
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import pytest
 import torch
 
 from provtel.exporter.prov.validate import assert_valid
+from tests.integration.plain_runs import PlainRunner
 from tests.support import activities_of, clean_env, run_documents, run_instrumented
 
 pytestmark = pytest.mark.slow
@@ -134,7 +135,7 @@ class Run:
 _runs: dict[tuple[str, bool], Run] = {}
 
 
-def _execute(case: str, instrumented: bool, base: Path) -> Run:
+def _execute(case: str, instrumented: bool, base: Path, plain: PlainRunner) -> Run:
     script, args = CASES[case]
     cwd = base / f"{case}-{'instrumented' if instrumented else 'plain'}"
     cwd.mkdir()
@@ -142,15 +143,8 @@ def _execute(case: str, instrumented: bool, base: Path) -> Run:
     env = clean_env(RESULT=str(cwd / "result.json"), OTEL_PYTHON_PROVTEL_OUTPUT_DIR=str(output))
     if instrumented:
         process = run_instrumented(script, *args, cwd=cwd, env=env)
-    else:
-        process = subprocess.run(
-            [sys.executable, str(script), *args],
-            cwd=cwd,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+    else:  # ``python script args...``, forked from a process that imported torch once
+        process = plain.run(script, *args, cwd=cwd, env=env)
     assert process.returncode == FAILING.get(case, 0), process.stderr[-3000:]
     result_file = cwd / "result.json"
     result = json.loads(result_file.read_text()) if result_file.exists() else {}
@@ -167,14 +161,16 @@ def _execute(case: str, instrumented: bool, base: Path) -> Run:
 def runs(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """``runs(case, instrumented=True)``: the run of a case, made once per module."""
     base = tmp_path_factory.mktemp("torch-scripts")
+    plain = PlainRunner(clean_env())
 
     def get(case: str, instrumented: bool = True) -> Run:
         key = (case, instrumented)
         if key not in _runs:
-            _runs[key] = _execute(case, instrumented, base)
+            _runs[key] = _execute(case, instrumented, base, plain)
         return _runs[key]
 
     yield get
+    plain.close()
     _runs.clear()
 
 
