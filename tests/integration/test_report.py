@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
     return out
 
 
+@cache  # the runs do not change: several tests read the report of one (each call is a process)
 def report_json(target: Path) -> dict[str, Any]:
     result = provtel_cli("report", target, "--json")
     assert result.returncode == 0, result.stderr
