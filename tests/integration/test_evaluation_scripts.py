@@ -11,36 +11,30 @@ from __future__ import annotations
 
 import csv
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from provtel.exporter.prov.validate import assert_valid
+from tests.integration.plain_runs import PlainRunner
 from tests.integration.test_torch_scripts import DEMO, SCRIPTS, Run
 from tests.support import clean_env, run_documents, run_instrumented
 
 pytestmark = pytest.mark.slow
 
 
-def _run(tmp_path: Path, script: Path, *args: str, instrumented: bool = True) -> Run:
+def _run(tmp_path: Path, script: Path, *args: str, plain: PlainRunner | None = None) -> Run:
+    """The instrumented run of a script, or its plain run (``python script``) by ``plain``."""
+    instrumented = plain is None
     cwd = tmp_path / ("instrumented" if instrumented else "plain")
     cwd.mkdir()
     output = cwd / "prov"
     env = clean_env(RESULT=str(cwd / "result.json"), OTEL_PYTHON_PROVTEL_OUTPUT_DIR=str(output))
-    if instrumented:
+    if plain is None:
         process = run_instrumented(script, *args, cwd=cwd, env=env)
     else:
-        process = subprocess.run(
-            [sys.executable, str(script), *args],
-            cwd=cwd,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        process = plain.run(script, *args, cwd=cwd, env=env)
     assert process.returncode == 0, process.stderr[-3000:]
     import json
 
@@ -178,9 +172,9 @@ def test_word_language_model_evaluation_values_are_the_scripts(word_lm: Run) -> 
 
 
 def test_word_language_model_is_bit_identical_without_instrumentation(
-    word_lm: Run, tmp_path: Path
+    word_lm: Run, tmp_path: Path, plain_runner: PlainRunner
 ) -> None:
-    plain = _run(tmp_path, SCRIPTS / "word_language_model.py", instrumented=False)
+    plain = _run(tmp_path, SCRIPTS / "word_language_model.py", plain=plain_runner)
     assert plain.result["losses"] == word_lm.result["losses"]
     assert plain.result["evaluations"] == word_lm.result["evaluations"]
     assert plain.result["params"] == word_lm.result["params"]

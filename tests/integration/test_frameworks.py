@@ -16,7 +16,6 @@ import hashlib
 import itertools
 import json
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import pytest
 import torch
 
 from provtel.exporter.prov.validate import assert_valid
+from tests.integration.plain_runs import PlainRunner
 from tests.support import activities_of, clean_env, run_documents, run_instrumented
 
 pytestmark = pytest.mark.slow
@@ -129,20 +129,12 @@ def _run(script: str, base: Path) -> Run:
     )
 
 
-def _plain(script: str, base: Path) -> dict[str, Any]:
+def _plain(script: str, base: Path, runner: PlainRunner) -> dict[str, Any]:
     """What the script computed when run without instrumentation."""
     cwd = base / f"{Path(script).stem}-plain"
     cwd.mkdir()
     env = clean_env(RESULT=str(cwd / "result.json"), **OFFLINE)
-    process = subprocess.run(
-        [sys.executable, str(SCRIPTS / script)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    process = runner.run(SCRIPTS / script, cwd=cwd, env=env, timeout=300)
     assert process.returncode == 0, process.stderr[-4000:]
     return {"cwd": cwd, **json.loads((cwd / "result.json").read_text())}
 
@@ -222,9 +214,9 @@ def test_lightning_checkpoints_are_chained(lightning_run: Run) -> None:
 
 
 def test_lightning_training_is_unchanged(
-    lightning_run: Run, tmp_path_factory: pytest.TempPathFactory
+    lightning_run: Run, tmp_path_factory: pytest.TempPathFactory, plain_runner: PlainRunner
 ) -> None:
-    plain = _plain("lightning_fit.py", tmp_path_factory.mktemp("lightning-plain"))
+    plain = _plain("lightning_fit.py", tmp_path_factory.mktemp("lightning-plain"), plain_runner)
     run = lightning_run.result
     for key in ("train_loss", "train_mae", "validation", "test", "hparams"):
         assert run[key] == plain[key], key
@@ -302,8 +294,10 @@ def test_hf_weights_are_chained(hf_run: Run) -> None:
     assert run.models()[final]["id"] in run.used()
 
 
-def test_hf_training_is_unchanged(hf_run: Run, tmp_path_factory: pytest.TempPathFactory) -> None:
-    plain = _plain("hf_trainer.py", tmp_path_factory.mktemp("hf-plain"))
+def test_hf_training_is_unchanged(
+    hf_run: Run, tmp_path_factory: pytest.TempPathFactory, plain_runner: PlainRunner
+) -> None:
+    plain = _plain("hf_trainer.py", tmp_path_factory.mktemp("hf-plain"), plain_runner)
     timing = ("runtime", "per_second")
 
     def values(history: list[dict[str, Any]]) -> list[dict[str, Any]]:

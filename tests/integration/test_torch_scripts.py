@@ -6,7 +6,7 @@ must understand and writes what it computed (the loss of every step, final param
 epochs and evaluation passes with their contexts, every step's loss in the ``loss`` series
 (equal to the script's, float for float), the checkpoint chain and the hyperparameters. The
 same script run without instrumentation must end with bit-identical parameters (those plain runs
-are forked from one process that imported torch once: ``plain_runs.py``).
+are forked from one process that imported torch once: the ``plain_runner`` fixture).
 
 DataLoader worker processes (fork, spawn, forkserver, persistent) are covered by
 ``test_loader_workers.py``; the demo's training loader uses persistent fork workers here too.
@@ -158,19 +158,17 @@ def _execute(case: str, instrumented: bool, base: Path, plain: PlainRunner) -> R
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def runs(tmp_path_factory: pytest.TempPathFactory, plain_runner: PlainRunner):  # type: ignore[no-untyped-def]
     """``runs(case, instrumented=True)``: the run of a case, made once per module."""
     base = tmp_path_factory.mktemp("torch-scripts")
-    plain = PlainRunner(clean_env())
 
     def get(case: str, instrumented: bool = True) -> Run:
         key = (case, instrumented)
         if key not in _runs:
-            _runs[key] = _execute(case, instrumented, base, plain)
+            _runs[key] = _execute(case, instrumented, base, plain_runner)
         return _runs[key]
 
     yield get
-    plain.close()
     _runs.clear()
 
 
