@@ -53,7 +53,7 @@ class PlainRunner:
         server.stdin.flush()
         ready, _, _ = select.select([server.stdout], [], [], timeout)
         if not ready:  # the run hangs: end it with its server, as subprocess.run's timeout would
-            self.close()
+            self._stop(kill=True)
             raise subprocess.TimeoutExpired([str(script), *args], timeout)
         returncode = json.loads(server.stdout.readline())
         return subprocess.CompletedProcess(
@@ -65,15 +65,25 @@ class PlainRunner:
 
     def close(self) -> None:
         """Stop the server (and a run still going) and remove the output files."""
+        self._stop(kill=False)
+        self._files.cleanup()
+
+    def _stop(self, kill: bool) -> None:
         if self._server is not None:
-            if self._server.poll() is None:
+            assert self._server.stdin is not None
+            if not kill:  # the end of its requests: the server returns
+                self._server.stdin.close()
+                try:
+                    self._server.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    kill = True
+            if kill and self._server.poll() is None:
                 os.killpg(self._server.pid, signal.SIGKILL)
             self._server.wait(timeout=30)
             for pipe in (self._server.stdin, self._server.stdout):
                 if pipe is not None:
                     pipe.close()
             self._server = None
-        self._files.cleanup()
 
     def _start(self) -> subprocess.Popen[str]:
         if self._server is None:
@@ -83,7 +93,7 @@ class PlainRunner:
                 stdout=subprocess.PIPE,
                 env=self._env,
                 text=True,
-                start_new_session=True,  # its own process group: close() ends a hung run too
+                start_new_session=True,  # its own process group: a timeout ends a hung run too
             )
         return self._server
 
