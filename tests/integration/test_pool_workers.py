@@ -4,13 +4,12 @@ nothing the plain script does not; the parent's document is the same as without 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from provtel.exporter.prov.validate import assert_valid
+from tests.integration.plain_runs import PlainRunner
 from tests.support import clean_env, run_documents, run_instrumented
 
 pytestmark = pytest.mark.slow
@@ -32,16 +31,18 @@ def _without_summaries(stderr: str) -> tuple[str, list[str]]:
 
 
 @pytest.mark.parametrize(("method", "ending"), [("spawn", "with"), ("forkserver", "close")])
-def test_pool_workers_record_and_print_nothing(tmp_path: Path, method: str, ending: str) -> None:
+def test_pool_workers_record_and_print_nothing(
+    tmp_path: Path, method: str, ending: str, plain_runner: PlainRunner
+) -> None:
     plain_dir, instrumented_dir = tmp_path / "plain", tmp_path / "instrumented"
     plain_dir.mkdir()
     instrumented_dir.mkdir()
-    plain = subprocess.run(
-        [sys.executable, str(SCRIPT), method, ending],
+    plain = plain_runner.run(
+        SCRIPT,
+        method,
+        ending,
         cwd=plain_dir,
         env=clean_env(),
-        capture_output=True,
-        text=True,
         timeout=300,  # spawned workers each import torch: ~11 s idle, minutes under load
     )
     assert plain.returncode == 0, plain.stderr[-3000:]
