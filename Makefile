@@ -38,8 +38,9 @@ system-deps:
 	fi
 
 test: lint system-deps
-	# two workers: most tests wait on subprocesses (instrumented scripts, servers), so the suite
-	# takes ~8.5 min instead of ~14.5 on a 2-core machine
+	# two workers: most tests wait on subprocesses (instrumented scripts, servers); pyproject's
+	# --dist loadgroup keeps a module's shared runs on one worker (tests/conftest.py). pytest:
+	# ~10.5 min, 886 s of CPU, on a 2-core machine shared with other work (was 12.2 min, 1043 s)
 	$(BIN)/python -m pytest -q -n 2
 
 bench: $(STAMP)
