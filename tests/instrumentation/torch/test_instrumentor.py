@@ -490,6 +490,42 @@ def test_batch_sizes_of_samples_that_are_not_tensors(otel: Otel) -> None:
     assert per_step(spans, "ml.step.batch_size") == [4.0, 4.0, 2.0]
 
 
+def test_an_evaluation_records_its_scalar_losses_and_skips_the_others(otel: Otel) -> None:
+    """A hand-batched evaluation (slices of one validation tensor, the model in eval mode,
+    no gradients) computes a per-sample loss (``reduction="none"``) and a scalar one per batch:
+    only the scalars are the pass's values, each as computed, the mean weighted by batch."""
+    otel.instrument()
+    model = nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    data = _data(12)
+    x_val, y_val = data.tensors
+
+    def step() -> None:
+        optimizer.zero_grad()
+        nn.functional.mse_loss(model(x_val[:4]), y_val[:4]).backward()
+        optimizer.step()
+
+    step()
+    model.eval()
+    losses, weights = [], []
+    with torch.no_grad():
+        for i in range(0, 12, 5):  # batches of 5, 5 and 2
+            out = model(x_val[i : i + 5])
+            per_sample = nn.functional.mse_loss(out, y_val[i : i + 5], reduction="none")
+            assert per_sample.numel() == len(out)
+            losses.append(nn.MSELoss()(out, y_val[i : i + 5]).item())
+            weights.append(len(out))
+    model.train()
+    step()  # training follows: the evaluation was a validation
+    spans = otel.finish()
+    (evaluation,) = [dict(s.attributes or {}) for s in named(spans, "ml.evaluation")]
+    assert evaluation["ml.eval.batches"] == 3
+    assert evaluation["ml.eval.samples"] == 12
+    expected = sum(v * w for v, w in zip(losses, weights, strict=True)) / sum(weights)
+    assert evaluation["ml.eval.loss"] == pytest.approx(expected, rel=1e-12)
+    assert per_step(spans, "ml.step.loss", "validation") == losses
+
+
 # -- hyperparameters -----------------------------------------------------------------------------
 
 
