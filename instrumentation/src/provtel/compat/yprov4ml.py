@@ -60,6 +60,7 @@ from typing import Any
 from opentelemetry import trace
 
 from provtel.instrumentation import api as _api
+from provtel.instrumentation import clock
 from provtel.instrumentation import runs as _runs
 from provtel.semconv import activities as act
 from provtel.semconv import attributes as sc
@@ -561,7 +562,8 @@ def log_dataset(
     label = _context(context)
     if label:
         attributes[sc.ML_CONTEXT] = label
-    tracer.start_span(spans.LOG, attributes=attributes).end()
+    now = clock.unix_ns()
+    tracer.start_span(spans.LOG, attributes=attributes, start_time=now).end(end_time=now)
 
 
 def _dataset_attributes(dataset: Any) -> dict[str, Any]:

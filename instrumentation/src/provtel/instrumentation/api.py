@@ -33,13 +33,13 @@ import logging
 import os
 import sys
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import trace
 
+from provtel.instrumentation import clock
 from provtel.instrumentation._context import USER_CONTEXT
 from provtel.semconv import activities as act
 from provtel.semconv import attributes as sc
@@ -117,7 +117,7 @@ def log_metrics(
     tracer = _tracer()
     if tracer is None:
         return
-    now = time.time_ns()
+    now = clock.unix_ns()
     rows = [(str(k), _number(v)) for k, v in values.items()]
     rows = [(k, v) for k, v in rows if v is not None]
     if not rows:
@@ -189,7 +189,7 @@ def log_artifact(
     if tracer is None:
         return
     target = os.path.abspath(os.fspath(path))
-    now = time.time_ns()
+    now = clock.unix_ns()
     span = tracer.start_span(
         spans.ARTIFACT_SAVE if operation == "save" else spans.ARTIFACT_LOAD,
         start_time=now,

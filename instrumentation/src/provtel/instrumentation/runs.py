@@ -25,6 +25,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
+from provtel.instrumentation import clock
 from provtel.semconv import activities as act
 from provtel.semconv import attributes as sc
 from provtel.semconv import spans
@@ -70,13 +71,17 @@ def run(name: str | None = None, **hyperparameters: Any) -> Iterator[Span | None
             **({sc.ML_RUN_NAME: name} if name else {}),
             **attributes,
         },
+        start_time=clock.unix_ns(),  # the clock of provtel's other times (clock.py)
     )
     with trace.use_span(
-        span, end_on_exit=True, record_exception=False, set_status_on_exception=False
+        span, end_on_exit=False, record_exception=False, set_status_on_exception=False
     ):
         try:
             yield span
         except BaseException as exc:
-            span.record_exception(exc)
+            failed = clock.unix_ns()
+            span.record_exception(exc, timestamp=failed)
             span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            span.end(end_time=failed)
             raise
+        span.end(end_time=clock.unix_ns())

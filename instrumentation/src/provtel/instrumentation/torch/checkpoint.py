@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -25,6 +24,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
+from provtel.instrumentation import clock
 from provtel.instrumentation.torch import hparams
 from provtel.instrumentation.torch._guard import Guard
 from provtel.instrumentation.torch.tracker import Tracker
@@ -148,6 +148,8 @@ def start_file_span(
         attributes[sc.FILE_PATH] = path
     if extra:
         attributes.update(extra)
+    if start is None:
+        start = clock.unix_ns()
     return tracker.tracer.start_span(name, context=ctx, attributes=attributes, start_time=start)
 
 
@@ -212,11 +214,12 @@ def wrap(
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
-            span.record_exception(exc)
+            failed = clock.unix_ns()
+            span.record_exception(exc, timestamp=failed)
             span.set_status(Status(StatusCode.ERROR, str(exc)))
-            span.end()
+            span.end(end_time=failed)
             raise
-        end = time.time_ns()
+        end = clock.unix_ns()
         try:
             if operation == "load" and fmt == "torch":
                 span.set_attribute(sc.ML_ARTIFACT_KIND, payload_kind(tracker.torch, result))
@@ -239,7 +242,7 @@ def artifact(tracker: Tracker, path: Any, kind: str, operation: str, fmt: str = 
     if target is None or not tracker.active():
         return False
     name = spans.ARTIFACT_SAVE if operation == "save" else spans.ARTIFACT_LOAD
-    now = time.time_ns()
+    now = clock.unix_ns()
     span = start_file_span(tracker, name, operation, target, kind, fmt, start=now)
     if span is None:
         return False

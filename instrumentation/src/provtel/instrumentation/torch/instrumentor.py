@@ -16,7 +16,6 @@ import os
 import signal
 import sys
 import threading
-import time
 import weakref
 from collections.abc import Collection
 from typing import Any
@@ -29,6 +28,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 from opentelemetry.instrumentation.utils import unwrap
 from packaging.version import InvalidVersion, Version
 
+from provtel.instrumentation import clock
 from provtel.instrumentation.torch import checkpoint, frameworks, hparams, loader
 from provtel.instrumentation.torch._guard import Guard
 from provtel.instrumentation.torch.config import Config, metric_backend_configured
@@ -69,7 +69,7 @@ class TorchInstrumentor(BaseInstrumentor):
         self._config = Config()
         self._optimizers = 0
         self._early: dict[str, Any] = {}
-        self._started_ns = time.time_ns()
+        self._started_ns = clock.unix_ns()
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
@@ -102,7 +102,7 @@ class TorchInstrumentor(BaseInstrumentor):
         self._meter = metrics.get_meter(
             _PACKAGE, __version__, meter_provider=kwargs.get("meter_provider")
         )
-        self._started_ns = time.time_ns()
+        self._started_ns = clock.unix_ns()
         self._watch_exit()
         atexit.register(self._at_exit)
         for module, hook in (

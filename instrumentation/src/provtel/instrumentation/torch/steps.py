@@ -14,9 +14,10 @@ than a tensor).
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from provtel.instrumentation import clock
 
 _NS = 1e-9
 
@@ -95,8 +96,8 @@ class StepRecorder:
     )
 
     def __init__(self) -> None:
-        # perf_counter_ns is monotonic and cheap; Unix time = perf + offset (fixed at start).
-        self._offset = time.time_ns() - time.perf_counter_ns()
+        # perf_counter_ns is monotonic and cheap; Unix time = perf + the process's anchor.
+        self._offset = clock.OFFSET
         self.next_index = 0
         self.block: Block | None = None
         self.open = False

@@ -31,7 +31,7 @@ from opentelemetry.metrics import Meter
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from provtel.instrumentation import activity
+from provtel.instrumentation import activity, clock
 from provtel.instrumentation.torch import logs
 from provtel.instrumentation.torch.config import Config
 from provtel.instrumentation.torch.hparams import finite_or_nan
@@ -57,7 +57,7 @@ class Tracker:
         self.tracer = tracer
         self.config = config
         self.torch = torch
-        self.started_ns = time.time_ns()
+        self.started_ns = clock.unix_ns()
         self.enabled = True
         _off_in_forked_children(self)
         self._tensor_type: Any = getattr(torch, "Tensor", ())
@@ -205,7 +205,7 @@ class Tracker:
 
     def _send_params(self, values: dict[str, Any]) -> None:
         items = list(values.items())
-        now = time.time_ns()
+        now = clock.unix_ns()
         for i in range(0, len(items), PARAMS_PER_SPAN):
             span = self.tracer.start_span(
                 spans.LOG,
@@ -258,24 +258,27 @@ class Tracker:
         if self.run_logs:
             span.set_attributes(logs.table(self.torch, self.run_logs, act.TRAINING))
             self.run_logs = []
+        end = clock.unix_ns()
         exception = exception or self.exception
         if exception is not None:
-            span.record_exception(exception)
+            span.record_exception(exception, timestamp=end)
             span.set_status(Status(StatusCode.ERROR, f"{type(exception).__name__}: {exception}"))
         elif self.signal is not None:
             name = signal.Signals(self.signal).name
             span.add_event(
                 "exception",
                 {sc.EXCEPTION_TYPE: "SystemExit", sc.EXCEPTION_MESSAGE: f"terminated by {name}"},
+                timestamp=end,
             )
             span.set_status(Status(StatusCode.ERROR, f"terminated by {name}"))
         elif self.exit_code not in (None, 0):
             span.add_event(
                 "exception",
                 {sc.EXCEPTION_TYPE: "SystemExit", sc.EXCEPTION_MESSAGE: str(self.exit_code)},
+                timestamp=end,
             )
             span.set_status(Status(StatusCode.ERROR, f"sys.exit({self.exit_code!r})"))
-        span.end()
+        span.end(end_time=end)
         # A fresh start for the next run in this process: its own steps, epochs and context.
         if self._context_token is not None:
             with contextlib.suppress(Exception):  # the user's context moved on meanwhile
@@ -291,7 +294,7 @@ class Tracker:
         self.optimizer_seen = False
         self.last_data = None
         self.last_base = None
-        self.started_ns = time.time_ns()
+        self.started_ns = clock.unix_ns()
 
     # -- passes: the lifecycle is passes.Passes; these are its events from the hooks --------
     @property
@@ -397,7 +400,7 @@ class Tracker:
             spans.EVALUATION,
             context=ctx,
             attributes=attributes,
-            start_time=self.recorder.unix_ns(start) if start else None,
+            start_time=self.recorder.unix_ns(start) if start else clock.unix_ns(),
         )
 
     def close_steps(self, p: Pass, now: int) -> None:
@@ -609,7 +612,7 @@ class Tracker:
             kept,
             -1 if step is None else int(step),
             context or logs.USER_CONTEXT.get(),
-            time.time_ns(),
+            clock.unix_ns(),
         )
         rec = self.recorder
         block = rec.block
