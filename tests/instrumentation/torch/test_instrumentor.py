@@ -476,6 +476,44 @@ def test_batch_sizes_as_the_loader_hands_them_out(
     assert per_step(spans, "ml.step.batch_size") == [float(s) for s in sizes] * 2
 
 
+def test_batch_sizes_of_a_list_of_samples(otel: Otel) -> None:
+    """A collate function that hands out the samples as they are (``collate_fn=list``): each
+    batch is a list of ``(x, y)`` pairs, and its size is how many pairs, not the features of
+    the first sample's ``x``."""
+    otel.instrument()
+    model = nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for samples in DataLoader(_data(10), batch_size=4, collate_fn=list):
+        x = torch.stack([s[0] for s in samples])
+        y = torch.stack([s[1] for s in samples])
+        optimizer.zero_grad()
+        nn.functional.mse_loss(model(x), y).backward()
+        optimizer.step()
+    spans = otel.finish()
+    assert per_step(spans, "ml.step.batch_size") == [4.0, 4.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    ("batch", "size"),
+    [
+        (torch.zeros(3, 4), 3),
+        (torch.tensor(1.0), 1),
+        ([torch.zeros(3, 4), torch.zeros(3)], 3),  # default collate of (x, y) samples
+        ({"x": torch.zeros(5, 2)}, 5),
+        ([{"ids": torch.zeros(6, 8)}, torch.zeros(6)], 6),  # of (dict, tensor) samples
+        ([[torch.zeros(2, 4), torch.zeros(2)], [torch.zeros(2, 1), torch.zeros(2)]], 2),
+        ([(torch.zeros(4), torch.zeros(1))] * 3, 3),  # a list of samples
+        ([{"x": torch.zeros(4)}] * 7, 7),
+        (["a", "b"], -1),
+        ([], -1),
+    ],
+)
+def test_batch_size_read_from_a_batch(batch: Any, size: int) -> None:
+    from provtel.instrumentation.torch.tracker import batch_size
+
+    assert batch_size(batch) == size
+
+
 def test_batch_sizes_of_samples_that_are_not_tensors(otel: Otel) -> None:
     """A batch whose first item is a list of words: its size is the loader's, not unknown."""
     otel.instrument()

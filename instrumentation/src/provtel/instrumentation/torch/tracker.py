@@ -995,11 +995,15 @@ _SEQUENCES = (tuple, list)
 
 
 def batch_size(batch: Any) -> int:
-    """Samples in a batch: the first dimension of its first tensor (-1 when unknown)."""
+    """Samples in a batch: the first dimension of its first tensor, or the length of a list of
+    samples (tuples or dicts, from a collate function such as ``list``; -1 when unknown). The
+    default collate's lists hold tensors, dicts beside tensors, or lists: read within."""
     for _ in range(4):  # tensor, or a tuple/list/dict nesting tensors
         shape = getattr(batch, "shape", None)
         if shape is not None:
             return int(shape[0]) if len(shape) else 1
+        if isinstance(batch, list) and batch and _samples(batch):
+            return len(batch)
         if isinstance(batch, (list, tuple)) and batch:
             batch = batch[0]
         elif isinstance(batch, dict) and batch:
@@ -1007,6 +1011,14 @@ def batch_size(batch: Any) -> int:
         else:
             return -1
     return -1
+
+
+def _samples(items: list[Any]) -> bool:
+    """A list of samples: every item a tuple, or every item a dict."""
+    kind = type(items[0])
+    if not issubclass(kind, (tuple, dict)):
+        return False
+    return all(type(item) is kind for item in items)
 
 
 def _on_cuda(optimizer: Any) -> bool:
