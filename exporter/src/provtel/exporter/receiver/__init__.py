@@ -29,10 +29,28 @@ The record format and the PROV mapping are those of the in-process exporter
 (:mod:`provtel.exporter.prov.otlp` converts OTLP to the same records).
 """
 
-from provtel.exporter.receiver.convert import ConvertResult, convert_files
-from provtel.exporter.receiver.core import Receiver, ReceiverConfig
-from provtel.exporter.receiver.runs import Overloaded, Router
-from provtel.exporter.receiver.server import ReceiverServer
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from provtel.exporter.receiver.convert import ConvertResult, convert_files
+    from provtel.exporter.receiver.core import Receiver, ReceiverConfig
+    from provtel.exporter.receiver.runs import Overloaded, Router
+    from provtel.exporter.receiver.server import ReceiverServer
+
+# Imported on first use (PEP 562): ``provtel --help`` and the commands that do not serve need
+# none of grpc, asyncio or the HTTP server (half a second of imports).
+_WHERE = {
+    "ConvertResult": "convert",
+    "convert_files": "convert",
+    "Receiver": "core",
+    "ReceiverConfig": "core",
+    "Overloaded": "runs",
+    "Router": "runs",
+    "ReceiverServer": "server",
+}
 
 __all__ = [
     "ConvertResult",
@@ -43,3 +61,12 @@ __all__ = [
     "Router",
     "convert_files",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
