@@ -55,6 +55,13 @@ def main() -> None:
         default="loader,loss,backward,item,pre,post",
         help="which hook points are installed (comma-separated; 'item' reads the loss in backward)",
     )
+    parser.add_argument(
+        "--model",
+        choices=("tiny", "medium"),
+        default="tiny",
+        help="tiny: 16→8→4, batch 8 (issue 9's); medium: 128→192→192→4, batch 64 "
+        "(bench_torch's ~1.5 ms/step workload)",
+    )
     args = parser.parse_args()
 
     import torch
@@ -64,9 +71,16 @@ def main() -> None:
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    steps, chunk = 1500, 150
-    train = TensorDataset(torch.randn(steps * 8, 16), torch.randint(0, 4, (steps * 8,)))
-    model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))
+    if args.model == "tiny":
+        steps, chunk, batch_size, width = 1500, 150, 8, 16
+        model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))
+    else:
+        steps, chunk, batch_size, width = 800, 80, 64, 128
+        model = nn.Sequential(
+            nn.Linear(128, 192), nn.ReLU(), nn.Linear(192, 192), nn.ReLU(), nn.Linear(192, 4)
+        )
+    n = steps * batch_size
+    train = TensorDataset(torch.randn(n, width), torch.randint(0, 4, (n,)))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     if args.mode in ("inloop", "native"):
         inloop(args.epochs, train, model, optimizer, native() if args.mode == "native" else None)
@@ -143,7 +157,8 @@ def main() -> None:
         for _ in range(steps // chunk // 2):
             plan += [True, False] if order.random() < 0.5 else [False, True]
         marks = []
-        for i, (x, y) in enumerate(Batches(iter(DataLoader(train, batch_size=8, shuffle=True)))):
+        batches = Batches(iter(DataLoader(train, batch_size=batch_size, shuffle=True)))
+        for i, (x, y) in enumerate(batches):
             if i % chunk == 0:
                 marks.append(time.thread_time())
                 st.on = plan[i // chunk] and args.mode == "hooks"
