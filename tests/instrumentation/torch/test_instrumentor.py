@@ -502,16 +502,48 @@ def test_batch_sizes_of_a_list_of_samples(otel: Otel) -> None:
         ({"x": torch.zeros(5, 2)}, 5),
         ([{"ids": torch.zeros(6, 8)}, torch.zeros(6)], 6),  # of (dict, tensor) samples
         ([[torch.zeros(2, 4), torch.zeros(2)], [torch.zeros(2, 1), torch.zeros(2)]], 2),
-        ([(torch.zeros(4), torch.zeros(1))] * 3, 3),  # a list of samples
-        ([{"x": torch.zeros(4)}] * 7, 7),
+        ([{"ids": torch.zeros(6, 8)}, {"label": torch.zeros(6)}], 6),  # of (dict, dict)
         (["a", "b"], -1),
         ([], -1),
     ],
 )
 def test_batch_size_read_from_a_batch(batch: Any, size: int) -> None:
+    """The default collate's shapes: the first dimension of the first tensor, also when the
+    batch is a list of two dicts (samples of an inputs dict and a targets dict)."""
     from provtel.instrumentation.torch.tracker import batch_size
 
     assert batch_size(batch) == size
+
+
+@pytest.mark.parametrize(
+    ("batch", "size"),
+    [
+        ([(torch.zeros(4), torch.zeros(1))] * 3, 3),  # collate_fn=list over (x, y) samples
+        ([{"x": torch.zeros(4)}] * 7, 7),  # over dict samples
+        ([{"ids": torch.zeros(6, 8)}, {"label": torch.zeros(6)}], 2),  # two samples of one key
+        ([torch.zeros(5, 4), torch.zeros(5)], 5),  # a collate that stacks (x, y) itself
+    ],
+)
+def test_batch_size_of_a_collate_of_the_scripts_own(batch: Any, size: int) -> None:
+    from provtel.instrumentation.torch.tracker import batch_size
+
+    assert batch_size(batch, samples=True) == size
+
+
+def test_batch_sizes_of_dict_pairs_from_the_default_collate(otel: Otel) -> None:
+    """Samples ``({"x": ...}, {"y": ...})`` through the default collate and a batch sampler of
+    its own (the size is read from the batch): a list of two batched dicts is one batch of
+    the sampler's size, not two samples."""
+    otel.instrument()
+    model = nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    pairs = [({"x": x}, {"y": y}) for x, y in _data(10)]
+    for inputs, targets in DataLoader(pairs, batch_sampler=_Pairs()):  # type: ignore[arg-type]
+        optimizer.zero_grad()
+        nn.functional.mse_loss(model(inputs["x"]), targets["y"]).backward()
+        optimizer.step()
+    spans = otel.finish()
+    assert per_step(spans, "ml.step.batch_size") == [2.0, 3.0, 5.0]
 
 
 def test_batch_sizes_of_samples_that_are_not_tensors(otel: Otel) -> None:

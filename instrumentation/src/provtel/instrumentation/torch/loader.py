@@ -50,11 +50,31 @@ def batch_sizes(loader: Any, iterator: Any) -> tuple[int, int, int] | None:
     return (size, count, last) if 0 < last <= size else None
 
 
+def own_collate(loader: Any) -> bool:
+    """The DataLoader has a collate function of the script's own (not the default one)."""
+    try:
+        from torch.utils.data._utils.collate import default_collate
+
+        collate = getattr(loader, "collate_fn", None)
+        return collate is not None and collate is not default_collate
+    except Exception:
+        return False
+
+
 class LoaderIterator:
     """Wraps a DataLoader iterator; the pass begins at the first batch and ends when the
     iterator is exhausted or dropped (``break``), whichever comes first."""
 
-    __slots__ = ("__weakref__", "_it", "_loader", "_pass", "_sizes", "_started", "_tracker")
+    __slots__ = (
+        "__weakref__",
+        "_it",
+        "_loader",
+        "_own_collate",
+        "_pass",
+        "_sizes",
+        "_started",
+        "_tracker",
+    )
 
     def __init__(self, iterator: Any, loader: Any, tracker: Tracker) -> None:
         self._it = iterator
@@ -63,6 +83,7 @@ class LoaderIterator:
         self._pass: Pass | None = None
         self._started = False
         self._sizes: tuple[int, int, int] | None = None  # batch_sizes(), at the first batch
+        self._own_collate = False  # a collate function of the script's own, at the first batch
 
     def __iter__(self) -> LoaderIterator:
         return self
@@ -83,6 +104,7 @@ class LoaderIterator:
             try:
                 self._pass = tracker.loader_begin(self._loader, t0)
                 self._sizes = batch_sizes(self._loader, self._it)
+                self._own_collate = own_collate(self._loader)
             except Exception:
                 guard.fail()
         try:
@@ -100,6 +122,8 @@ class LoaderIterator:
             if sizes is not None:
                 n = self._it._num_yielded  # torch's iterator counts what it yielded
                 known = sizes[0] if n < sizes[1] else sizes[2] if n == sizes[1] else None
+            elif self._own_collate:
+                known = batch_size(batch, samples=True)  # it may hand out a list of samples
             rec = tracker.recorder
             if (
                 rec.open

@@ -994,15 +994,17 @@ class Tracker:
 _SEQUENCES = (tuple, list)
 
 
-def batch_size(batch: Any) -> int:
-    """Samples in a batch: the first dimension of its first tensor, or the length of a list of
-    samples (tuples or dicts, from a collate function such as ``list``; -1 when unknown). The
-    default collate's lists hold tensors, dicts beside tensors, or lists: read within."""
+def batch_size(batch: Any, samples: bool = False) -> int:
+    """Samples in a batch: the first dimension of its first tensor (-1 when unknown). With
+    ``samples`` (a DataLoader's collate function of the script's own, such as ``list``), a list
+    whose items are all tuples or all dicts is a list of samples: its length. Not for the
+    default collate, whose list of batched dicts (``(inputs, targets)`` dict samples) would
+    look the same."""
     for _ in range(4):  # tensor, or a tuple/list/dict nesting tensors
         shape = getattr(batch, "shape", None)
         if shape is not None:
             return int(shape[0]) if len(shape) else 1
-        if isinstance(batch, list) and batch and _samples(batch):
+        if samples and isinstance(batch, list) and batch and _samples(batch):
             return len(batch)
         if isinstance(batch, (list, tuple)) and batch:
             batch = batch[0]
