@@ -39,6 +39,24 @@ def _recovered_steps(output: Path) -> int:
     return len(rows)
 
 
+def _settle(output: Path, quiet_s: float = 1.0, limit_s: float = 30.0) -> None:
+    """Wait until no file under ``output`` has changed size for ``quiet_s`` (at most
+    ``limit_s``): the hand-over and export of the paused block have finished."""
+
+    def sizes() -> dict[Path, int]:
+        return {p: p.stat().st_size for p in output.rglob("*") if p.is_file()}
+
+    deadline = time.monotonic() + limit_s
+    last, since = sizes(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = sizes()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+
+
 def _start(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], Path]:
     import sys
 
@@ -60,6 +78,7 @@ def test_kill_9_during_a_pause_keeps_every_step(tmp_path: Path) -> None:
         assert process.stdout is not None
         assert process.stdout.readline().strip() == "steps done"
         time.sleep(2.5)  # well past the ~1 s promise
+        _settle(output)  # and, on a machine slowed by load, until the run folder stops growing
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
     finally:
