@@ -75,3 +75,19 @@ def activities_of(prov: Mapping[str, Any], kind: str) -> list[dict[str, Any]]:
         a for a in prov.get("activity", {}).values() if a.get("prov:type") == f"provtel:{kind}"
     ]
     return sorted(found, key=lambda a: a["otel:start_time_unix_nano"])
+
+
+def assert_nested(prov: Mapping[str, Any]) -> None:
+    """Every activity of a PROV-JSON document with a parent in it begins no earlier than its
+    parent and ends no later (a timeline draws it inside)."""
+    by_id = {a["otel:span_id"]: a for a in prov.get("activity", {}).values()}
+    for child in by_id.values():
+        parent = by_id.get(child.get("otel:parent_span_id"))
+        if parent is None:
+            continue
+        assert (
+            parent["otel:start_time_unix_nano"]
+            <= child["otel:start_time_unix_nano"]
+            <= child["otel:end_time_unix_nano"]
+            <= parent["otel:end_time_unix_nano"]
+        ), (child["prov:label"], "outside", parent["prov:label"])

@@ -12,7 +12,13 @@ import json
 from pathlib import Path
 
 from provtel.exporter.prov.validate import assert_valid
-from tests.support import activities_of, clean_env, run_documents, run_instrumented
+from tests.support import (
+    activities_of,
+    assert_nested,
+    clean_env,
+    run_documents,
+    run_instrumented,
+)
 
 SCRIPT = Path(__file__).parent / "scripts" / "clock_step.py"
 
@@ -47,3 +53,16 @@ def test_a_wall_clock_step_during_the_run_keeps_every_interval_in_order(tmp_path
     for activity in doc["activity"].values():
         start, end = _interval(activity)
         assert run_start <= start <= end <= run_end, activity["prov:label"]
+
+
+def test_every_activity_lies_inside_its_parent(tmp_path: Path) -> None:
+    """A child span (a pass's first block, the first epoch's, whose first batch also starts the
+    run) begins no earlier than its parent and ends no later: a timeline draws it inside."""
+    script = Path(__file__).parent / "scripts" / "reseeding.py"  # epochs, saves, a DataLoader
+    result = run_instrumented(script, "2", cwd=tmp_path, env=clean_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    (document,) = run_documents(tmp_path / "prov")
+    doc = assert_valid(document)
+    kinds = {a.get("prov:type") for a in doc["activity"].values() if "otel:parent_span_id" in a}
+    assert kinds >= {"provtel:Epoch", "provtel:StepBlock", "provtel:Checkpoint"}
+    assert_nested(doc)

@@ -10,6 +10,7 @@ evaluated and what followed; checkpoints carry their configuration and form a ch
 from __future__ import annotations
 
 import csv
+import itertools
 import re
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import pytest
 from provtel.exporter.prov.validate import assert_valid
 from tests.integration.plain_runs import PlainRunner
 from tests.integration.test_torch_scripts import DEMO, SCRIPTS, Run
-from tests.support import clean_env, run_documents, run_instrumented
+from tests.support import assert_nested, clean_env, run_documents, run_instrumented
 
 pytestmark = pytest.mark.slow
 
@@ -169,6 +170,29 @@ def test_word_language_model_evaluation_values_are_the_scripts(word_lm: Run) -> 
     # the whole model saved with torch.save and loaded back for the test
     (saved,) = {e["prov:label"] for _, e in run.checkpoints()}
     assert saved == "model.pt"
+
+
+def test_word_language_model_timeline(word_lm: Run) -> None:
+    """The best model is saved after each validation, still in eval mode (``model.train()``
+    comes with the next epoch): each validation ends at its last batch, where the next epoch
+    begins, and the saves are the run's, after the validation, not inside it."""
+    run = word_lm
+    assert_nested(run.doc)
+    passes = sorted(
+        run.activities("Epoch") + run.activities("Evaluation"),
+        key=lambda a: a["otel:start_time_unix_nano"],
+    )
+    assert [a["prov:type"] for a in passes] == ["provtel:Epoch", "provtel:Evaluation"] * 3 + [
+        "provtel:Evaluation"
+    ]
+    for before, after in itertools.pairwise(passes):
+        assert before["otel:end_time_unix_nano"] <= after["otel:start_time_unix_nano"]
+    (run_activity,) = run.activities("Run")
+    files = run.activities("Checkpoint")
+    assert files and all(f["otel:parent_span_id"] == run_activity["otel:span_id"] for f in files)
+    validations = run.activities("Evaluation")[:3]
+    first_save = min(f["otel:start_time_unix_nano"] for f in files)
+    assert validations[0]["otel:end_time_unix_nano"] <= first_save
 
 
 def test_word_language_model_is_bit_identical_without_instrumentation(

@@ -134,8 +134,12 @@ def start_file_span(
     if run is None:
         return None
     p = tracker.current_pass() or tracker.model_pass
-    # a pass whose loader is exhausted has ended as far as a file written after it is concerned
-    inside = p is not None and not p.ended and not p.exhausted
+    # A pass whose loader is exhausted has ended as far as a file written after it is
+    # concerned; so has an evaluation from the model's state (a file is written after its
+    # batches, e.g. the best model once validated: the pass ends at its last batch).
+    inside = (
+        p is not None and not p.ended and not p.exhausted and (p.training or p.source != "model")
+    )
     ctx = trace.set_span_in_context(p.span) if p is not None and inside else run
     attributes: dict[str, Any] = {
         sc.ML_ACTIVITY: act.CHECKPOINT,

@@ -202,15 +202,16 @@ class Passes:
         return p.context or (act.TRAINING if p.training else act.VALIDATION)
 
     # -- opening ---------------------------------------------------------------------------
-    def loader_pass(self, loader: Any) -> Pass | None:
-        """A DataLoader's first batch is asked for: its pass (None in a sanity check or
-        outside a run). A pass from the model's state and a draining pass end first."""
+    def loader_pass(self, loader: Any, start: int | None = None) -> Pass | None:
+        """A DataLoader's first batch is asked for (at perf ns ``start``; None: now): its pass
+        (None in a sanity check or outside a run), beginning there, where its first step
+        begins. A pass from the model's state and a draining pass end first."""
         if self.sanity:
             return None
         ctx = self.steps.pass_parent()
         if ctx is None:
             return None
-        now = self.clock()
+        now = self.clock() if start is None else start
         if self.model_pass is not None:
             self.end(self.model_pass, self.steps.last_boundary or now)
         for p in [p for p in self.passes if p.exhausted]:
@@ -222,7 +223,7 @@ class Passes:
         attributes[sc.ML_DATASET_NAME] = self.dataset_name(
             id(dataset), str(attributes.get(sc.ML_DATASET_NAME, "dataset"))
         )
-        return self.open(ctx, attributes, id(dataset), "dataloader", None)
+        return self.open(ctx, attributes, id(dataset), "dataloader", now)
 
     def dataset_name(self, identity: Any, base: str) -> str:
         """A name per data identity: ``base``, then ``base#2`` … for other data of that name."""
@@ -336,7 +337,7 @@ class Passes:
         self.eval_mode_ns = 0
         p = self.model_pass
         if p is not None and not p.training and not p.ended:
-            self.end(p, now)  # model.train(): the evaluation is over
+            self.end(p, self.evaluated_until(p, now))  # model.train(): the evaluation is over
 
     # -- ending ----------------------------------------------------------------------------
     def loader_stopped(self, p: Pass | None, t0: int, exhausted: bool) -> None:
@@ -376,9 +377,19 @@ class Passes:
     def end_all(self, now: int) -> None:
         """The run ends: every pass ends, every evaluation is decided by its data."""
         for p in list(self.passes):
-            self.end(p, now)
+            self.end(p, self.evaluated_until(p, now))
         self.decide(None)
         self.model_pass = None
+
+    def evaluated_until(self, p: Pass, now: int) -> int:
+        """Where pass ``p``, noticed to be over at ``now``, ends: an evaluation from the model's
+        state at its last batch (what came after it, e.g. a save of the best model before
+        ``model.train()``, is not evaluation, and the next training pass begins there too);
+        any other pass at ``now``."""
+        last = self.steps.last_boundary
+        if p.source == "model" and not p.training and last and last < now:
+            return last
+        return now
 
     def end(self, p: Pass, now: int) -> None:
         """End pass ``p`` at ``now`` (a draining pass: where its last work ended)."""

@@ -307,9 +307,10 @@ class Tracker:
         """Training epochs so far in this run."""
         return self.passes.training_passes
 
-    def start_pass(self, loader: Any) -> Pass | None:
-        """A DataLoader pass begins (None in a framework's sanity check or outside a run)."""
-        return self.passes.loader_pass(loader)
+    def start_pass(self, loader: Any, start: int | None = None) -> Pass | None:
+        """A DataLoader pass begins at perf ns ``start`` (None: now; None returned in a
+        framework's sanity check or outside a run)."""
+        return self.passes.loader_pass(loader, start)
 
     def on_mode(self, training: bool) -> None:
         """The outermost ``Module.train(mode)`` / ``.eval()`` call of the script."""
@@ -567,7 +568,7 @@ class Tracker:
         """The first batch of a DataLoader iteration is asked for at ``t0``: its pass."""
         if self.recorder.open:
             self.end_step(t0)  # a step opened outside this loader ends here
-        return self.start_pass(loader)
+        return self.start_pass(loader, t0)
 
     def batch_fetched(self, p: Pass, t0: int, t1: int, batch: Any, size: int | None = None) -> None:
         """A batch of pass ``p`` was asked for at ``t0`` and arrived at ``t1``: the open step
