@@ -23,8 +23,3 @@ OFFSET = time.time_ns() - _perf()  # Unix ns = perf_counter_ns + OFFSET
 def unix_ns() -> int:
     """Now, in Unix nanoseconds on the process's anchored clock."""
     return _perf() + OFFSET
-
-
-def from_perf(perf_ns: int) -> int:
-    """A ``perf_counter_ns`` reading in Unix nanoseconds."""
-    return perf_ns + OFFSET

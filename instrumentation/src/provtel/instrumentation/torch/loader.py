@@ -26,9 +26,8 @@ def batch_sizes(loader: Any, iterator: Any) -> tuple[int, int, int] | None:
     other loader, or an iterator that does not count what it yielded: the batch is read."""
     try:
         from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
-        from torch.utils.data._utils.collate import default_collate
 
-        if type(loader) is not DataLoader or loader.collate_fn is not default_collate:
+        if type(loader) is not DataLoader or own_collate(loader):
             return None
         if getattr(loader, "in_order", True) is not True:
             return None  # workers' batches may come out of order

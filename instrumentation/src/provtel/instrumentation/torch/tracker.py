@@ -308,8 +308,8 @@ class Tracker:
         return self.passes.training_passes
 
     def start_pass(self, loader: Any, start: int | None = None) -> Pass | None:
-        """A DataLoader pass begins at perf ns ``start`` (None: now; None returned in a
-        framework's sanity check or outside a run)."""
+        """A DataLoader pass begins at perf ns ``start`` (None: now). None: no pass (a
+        framework's sanity check, or outside a run)."""
         return self.passes.loader_pass(loader, start)
 
     def on_mode(self, training: bool) -> None:
