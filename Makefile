@@ -40,7 +40,7 @@ system-deps:
 test: lint system-deps
 	# two workers: most tests wait on subprocesses (instrumented scripts, servers); pyproject's
 	# --dist loadgroup keeps a module's shared runs on one worker (tests/conftest.py). pytest:
-	# 456-533 s (739-870 s user CPU) on this 2-core machine; 627 s at load 3-4
+	# 456-542 s (739-883 s user CPU) on this 2-core machine; 627 s at load 3-4
 	$(BIN)/python -m pytest -q -n 2
 
 bench: $(STAMP)
